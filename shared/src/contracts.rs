@@ -1,0 +1,39 @@
+//! Message contracts: each request type is tied to its pattern and its reply type, each event
+//! type to its pattern, at compile time. A caller cannot send [`GetUser`] and decode anything
+//! but a [`User`]; a handler registered for [`GetUser`] must return a [`User`].
+//!
+//! The untyped path ([`crate::Client::send_raw`], [`crate::Client::emit_raw`]) stays available
+//! for tools and interop with patterns that have no Rust type.
+
+mod users;
+
+pub use users::{GetUser, User, UserCreated};
+
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+/// A request/response message (`client.send` ↔ `@MessagePattern` in NestJS).
+pub trait Request: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// What the handler answers with.
+    type Response: Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// The pattern as JSON text, exactly as it goes on the wire (e.g. `{"cmd":"get_user"}`).
+    const PATTERN: &'static str;
+
+    /// The pattern as a JSON value; a pattern that is not JSON is a plain string pattern.
+    fn pattern() -> Value {
+        pattern_value(Self::PATTERN)
+    }
+}
+
+/// A fire-and-forget event (`client.emit` ↔ `@EventPattern` in NestJS). The pattern is also
+/// the routing key on the events exchange, so it is a plain dotted string.
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The event pattern and routing key (e.g. `user.created`).
+    const PATTERN: &'static str;
+}
+
+/// Reads a pattern written as JSON text; anything that is not JSON is a string pattern.
+pub fn pattern_value(pattern: &str) -> Value {
+    serde_json::from_str(pattern).unwrap_or_else(|_| Value::from(pattern))
+}

@@ -1,0 +1,69 @@
+//! The user contracts shared by auth-, user- and notification-service (ARCHITECTURE §5).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Event, Request};
+use crate::wire::js_date;
+
+/// `{cmd:"get_user"}`: one user's profile by id.
+///
+/// The id is a string on the wire so that a malformed id reaches the handler, which answers
+/// `{status:400, …}` naming the problem instead of failing the whole packet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetUser {
+    pub id: String,
+}
+
+impl Request for GetUser {
+    type Response = User;
+    const PATTERN: &'static str = r#"{"cmd":"get_user"}"#;
+}
+
+/// A user's public profile, as `get_user` answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    #[serde(with = "js_date")]
+    pub created_at: DateTime<Utc>,
+}
+
+/// `user.created`: a new account exists. Published by auth-service through its outbox; the
+/// event id travels in the AMQP `message_id` property, not in this body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserCreated {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    #[serde(with = "js_date")]
+    pub created_at: DateTime<Utc>,
+}
+
+impl Event for UserCreated {
+    const PATTERN: &'static str = "user.created";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENT: &str = r#"{"id":"4fb7e234-2daa-5fed-bdf6-93f8f482da80","email":"ada@example.com","name":"Ada","createdAt":"2024-01-01T00:07:00.000Z"}"#;
+
+    #[test]
+    fn user_created_keeps_the_nestjs_shape_byte_for_byte() {
+        let event: UserCreated = serde_json::from_str(EVENT).unwrap();
+        assert_eq!(serde_json::to_string(&event).unwrap(), EVENT);
+        let user: User = serde_json::from_str(EVENT).unwrap();
+        assert_eq!(serde_json::to_string(&user).unwrap(), EVENT);
+    }
+
+    #[test]
+    fn get_user_pattern_is_the_nestjs_object() {
+        assert_eq!(GetUser::pattern(), serde_json::json!({"cmd": "get_user"}));
+    }
+}

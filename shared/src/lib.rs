@@ -1,0 +1,45 @@
+//! # shared — the protocol crate
+//!
+//! Message contracts and a RabbitMQ transport that speaks NestJS 11's `Transport.RMQ` wire
+//! format, so Rust services and NestJS apps can call each other in both directions.
+//!
+//! | NestJS | here |
+//! | --- | --- |
+//! | `client.send({cmd:"get_user"}, {id})` | [`Client::send`]`(&GetUser { id })` → `User` |
+//! | `client.emit("user.created", user)` | [`Client::emit`]`(&UserCreated { … })` (confirmed) |
+//! | `@MessagePattern({cmd:"get_user"})` | [`Server::request`]`(get_user)` |
+//! | `@EventPattern("user.created")` | [`Server::event`]`(on_user_created)` |
+//! | `RpcException({status, message})` | [`RpcException::status`] |
+//!
+//! Modules by role: [`contracts`] (patterns and payload types), [`wire`] (the packet format),
+//! [`client`], [`server`], [`topology`] (queue and exchange names), [`retry`] (the failure
+//! policy), [`trace`] (W3C trace context over AMQP), plus the plumbing every service shares:
+//! [`connection`], [`ops`], [`telemetry`], [`shutdown`].
+//!
+//! What it guarantees beyond NestJS: acks after the handler finished, bounded prefetch,
+//! persistent and confirmed events, retries through delay queues then a dead-letter queue,
+//! reconnection without restarts, graceful shutdown, typed errors on every path.
+
+pub mod client;
+pub mod connection;
+pub mod contracts;
+pub mod error;
+pub mod ops;
+pub mod retry;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topology;
+pub mod trace;
+pub mod wire;
+
+pub use client::{Client, ClientConfig, EmitOptions, EmitTarget, SendOptions};
+pub use connection::{Backoff, BrokerConfig};
+pub use contracts::{Event, Request};
+pub use error::{EmitError, EventFailure, FailureKind, RemoteError, RpcError, RpcException};
+pub use retry::RetryPolicy;
+pub use server::{Listener, MessageContext, Server, ServerConfig, ServerHandle, State};
+pub use trace::TraceContext;
+pub use wire::ErrorObject;
+
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,134 @@
+//! The operations port every service mounts: `/healthz`, `/readyz`, `/metrics`.
+//!
+//! `/healthz` answers 200 while the process serves HTTP at all. `/readyz` runs every
+//! registered check (each bounded by [`CHECK_TIMEOUT`]) and answers 200 only when all pass,
+//! 503 otherwise, with the state of each in the JSON body. `/metrics` renders the
+//! process-wide Prometheus registry.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::{Map, Value};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+use tokio_util::sync::CancellationToken;
+
+/// A readiness check slower than this counts as failed.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+type CheckFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+/// The named checks behind `/readyz`.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Vec<(&'static str, Arc<dyn Fn() -> CheckFuture + Send + Sync>)>,
+}
+
+impl Readiness {
+    /// Adds a check; `probe` returns whether the dependency is usable now.
+    pub fn check<F, Fut>(mut self, name: &'static str, probe: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.checks.push((name, Arc::new(move || Box::pin(probe()))));
+        self
+    }
+
+    /// Adds a check that follows a readiness flag (a server's or a client's link).
+    pub fn flag(self, name: &'static str, flag: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.check(name, move || {
+            let up = *flag.borrow();
+            async move { up }
+        })
+    }
+
+    /// Runs every check; returns whether all passed and each one's state.
+    pub async fn evaluate(&self) -> (bool, Map<String, Value>) {
+        let results = futures::future::join_all(self.checks.iter().map(|(name, probe)| async move {
+            let up = tokio::time::timeout(CHECK_TIMEOUT, probe()).await.unwrap_or(false);
+            (*name, up)
+        }))
+        .await;
+        let all = results.iter().all(|(_, up)| *up);
+        let states = results
+            .into_iter()
+            .map(|(name, up)| (name.to_owned(), Value::from(if up { "up" } else { "down" })))
+            .collect();
+        (all, states)
+    }
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                // Another recorder is installed: render an empty registry rather than fail.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+/// The ops router: `/healthz`, `/readyz`, `/metrics`.
+pub fn router(readiness: Readiness) -> Router {
+    let handle = metrics();
+    Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz).with_state(readiness))
+        .route("/metrics", get(move || std::future::ready(handle.render())))
+}
+
+async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
+    let (ready, checks) = readiness.evaluate().await;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(serde_json::json!({"status": if ready { "ready" } else { "unavailable" }, "checks": checks})))
+}
+
+/// Binds `addr` and serves `router` until `shutdown`; returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        if let Err(error) = served {
+            tracing::error!(error = %error, "ops server failed");
+        }
+    });
+    Ok((bound, task))
+}
+
+/// The `healthcheck` subcommand of every binary: GET `/healthz` on the local port, for
+/// container health checks on an image without curl. Returns whether it answered 200.
+pub async fn healthcheck(addr: SocketAddr) -> bool {
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<bool, std::io::Error>(head.starts_with(b"HTTP/1.0 200") || head.starts_with(b"HTTP/1.1 200"))
+    };
+    matches!(tokio::time::timeout(CHECK_TIMEOUT, probe).await, Ok(Ok(true)))
+}

@@ -1,0 +1,184 @@
+//! The event failure policy: retry with exponential backoff through delay queues, then park.
+//!
+//! A failed event is republished (persistent, publisher-confirmed) into
+//! `<queue>.retry.<delay>ms`, whose TTL dead-letters it back into `<queue>` later; the main
+//! queue keeps serving meanwhile (no head-of-line blocking) and keeps no arguments. After
+//! [`RetryPolicy::max_attempts`], or at once for a permanent failure or an undecodable
+//! message, it is republished into `<queue>.dlq` with the reason in its headers. Only after
+//! the broker confirmed the republish is the original acked: a crash in between means a
+//! redelivery, never a loss.
+
+use std::time::Duration;
+
+use lapin::{
+    BasicProperties, Channel, Confirmation,
+    message::Delivery,
+    options::BasicPublishOptions,
+    types::{AMQPValue, FieldTable},
+};
+
+use crate::topology;
+
+/// Header: which delivery attempt a message is on (1 = first).
+pub const ATTEMPT_HEADER: &str = "x-attempt";
+/// DLQ header: why the message was parked (the error and its causes).
+pub const ERROR_HEADER: &str = "x-error";
+/// DLQ header: the kind of failure (`exhausted`, `permanent`, `undecodable`, `no-handler`).
+pub const FAILURE_HEADER: &str = "x-failure";
+/// DLQ header: how many attempts were made.
+pub const ATTEMPTS_HEADER: &str = "x-attempts";
+/// DLQ header: the service that parked it.
+pub const SERVICE_HEADER: &str = "x-service";
+/// Headers: where the message was first published to.
+pub const ORIGINAL_EXCHANGE_HEADER: &str = "x-original-exchange";
+pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-original-routing-key";
+/// DLQ header: when it was parked (RFC 3339).
+pub const PARKED_AT_HEADER: &str = "x-parked-at";
+
+/// How often and how late a failing event is tried again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first delivery included; 1 parks on the first failure.
+    pub max_attempts: u32,
+    pub initial_delay: Duration,
+    pub multiplier: u32,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 5 attempts, waiting 1 s, 5 s, 25 s, 125 s→capped at 60 s between them.
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            initial_delay: Duration::from_secs(1),
+            multiplier: 5,
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt `attempt` (1-based).
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let factor = self.multiplier.saturating_pow(attempt.saturating_sub(1).min(30));
+        self.initial_delay.saturating_mul(factor).min(self.max_delay)
+    }
+
+    /// Every distinct delay the policy uses: one delay queue each.
+    pub fn delays(&self) -> Vec<Duration> {
+        let mut delays: Vec<Duration> = (1..self.max_attempts).map(|attempt| self.delay_after(attempt)).collect();
+        delays.dedup();
+        delays
+    }
+}
+
+/// Why a message is being parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkReason {
+    /// A transient failure that outlived every retry.
+    Exhausted,
+    /// A failure retrying cannot fix.
+    Permanent,
+    /// Not a NestJS packet (not JSON, no pattern).
+    Undecodable,
+    /// An event nobody here handles.
+    NoHandler,
+}
+
+impl ParkReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Exhausted => "exhausted",
+            Self::Permanent => "permanent",
+            Self::Undecodable => "undecodable",
+            Self::NoHandler => "no-handler",
+        }
+    }
+}
+
+/// A republish the broker did not confirm: the original stays unacked and comes back.
+#[derive(Debug, thiserror::Error)]
+pub enum RepublishError {
+    #[error("republishing failed")]
+    Broker(#[from] lapin::Error),
+    #[error("the broker refused the republished message")]
+    Refused,
+}
+
+/// Sends a failed message to wait in the delay queue for `attempt`'s backoff.
+pub(crate) async fn schedule_retry(
+    channel: &Channel,
+    queue: &str,
+    delivery: &Delivery,
+    attempt: u32,
+    policy: &RetryPolicy,
+) -> Result<Duration, RepublishError> {
+    let delay = policy.delay_after(attempt);
+    let mut headers = carried_headers(delivery);
+    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt.saturating_add(1)));
+    republish(channel, &topology::retry_queue_name(queue, delay), delivery, headers).await?;
+    Ok(delay)
+}
+
+/// Parks a message in `<queue>.dlq` with the reason, attempt count and service in headers.
+pub(crate) async fn park(
+    channel: &Channel,
+    queue: &str,
+    delivery: &Delivery,
+    reason: ParkReason,
+    error: &str,
+    attempts: u32,
+    service: &str,
+) -> Result<(), RepublishError> {
+    let mut headers = carried_headers(delivery);
+    headers.insert(FAILURE_HEADER.into(), AMQPValue::LongString(reason.as_str().into()));
+    headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(error.into()));
+    headers.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongUInt(attempts));
+    headers.insert(SERVICE_HEADER.into(), AMQPValue::LongString(service.into()));
+    let parked_at = crate::wire::js_date::format(&chrono::Utc::now());
+    headers.insert(PARKED_AT_HEADER.into(), AMQPValue::LongString(parked_at.into()));
+    republish(channel, &topology::dlq_name(queue), delivery, headers).await
+}
+
+/// The message's headers plus where it was first published, kept across retries.
+fn carried_headers(delivery: &Delivery) -> FieldTable {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    if !headers.inner().contains_key(ORIGINAL_ROUTING_KEY_HEADER) {
+        headers.insert(ORIGINAL_EXCHANGE_HEADER.into(), AMQPValue::LongString(delivery.exchange.as_str().into()));
+        headers.insert(ORIGINAL_ROUTING_KEY_HEADER.into(), AMQPValue::LongString(delivery.routing_key.as_str().into()));
+    }
+    headers
+}
+
+async fn republish(
+    channel: &Channel,
+    queue: &str,
+    delivery: &Delivery,
+    headers: FieldTable,
+) -> Result<(), RepublishError> {
+    let properties: BasicProperties = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
+    let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+    let confirmation =
+        channel.basic_publish("".into(), queue.into(), options, &delivery.data, properties).await?.await?;
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) | Confirmation::Nack(_) | Confirmation::NotRequested => Err(RepublishError::Refused),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_exponentially_and_cap() {
+        let policy = RetryPolicy {
+            max_attempts: 6,
+            initial_delay: Duration::from_millis(100),
+            multiplier: 2,
+            max_delay: Duration::from_millis(500),
+        };
+        let delays: Vec<u128> = policy.delays().iter().map(Duration::as_millis).collect();
+        assert_eq!(delays, [100, 200, 400, 500]);
+    }
+}

@@ -1,0 +1,322 @@
+//! The server: NestJS's microservice counterpart, with axum's handler model.
+//!
+//! ```ignore
+//! let handle = Server::new(state)
+//!     .request(get_user)                       // @MessagePattern({cmd:"get_user"})
+//!     .event(on_user_created)                  // @EventPattern("user.created")
+//!     .listen(Listener::queue("user_queue"))
+//!     .listen(Listener::queue("user_events_queue").bind_events("events"))
+//!     .start(config, shutdown);
+//! ```
+//!
+//! Guarantees beyond NestJS's defaults, invisible to a NestJS peer:
+//! - a message is acked only after its handler finished (and its reply, retry or parking was
+//!   published); a crash means redelivery, never loss;
+//! - at most `prefetch` messages per queue are in flight, which bounds the concurrency;
+//! - anything that is not a packet (not JSON, no pattern) is parked in `<queue>.dlq` and the
+//!   consumer keeps serving; a panicking handler is an internal error, not a dead consumer;
+//! - a lost broker link is re-established with backoff, topology redeclared, consumers resumed;
+//! - on shutdown: consumers are cancelled, in-flight handlers get `shutdown_grace` to finish,
+//!   then the connection is closed (unfinished messages return to their queue).
+
+mod consume;
+mod extract;
+mod handler;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use futures::{StreamExt, stream::SelectAll};
+use lapin::{
+    Channel, Connection,
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
+    types::FieldTable,
+};
+use tokio::{sync::watch, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+pub use extract::{FromMessage, MessageContext, State, amqp_to_json};
+pub use handler::{EventHandler, InvalidPayload, RequestHandler};
+
+use crate::{
+    connection::{self, BrokerConfig},
+    contracts::{Event, Request, pattern_value},
+    retry::RetryPolicy,
+    topology,
+    wire::route_key,
+};
+use handler::Route;
+
+/// How a [`Server`] connects and behaves.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub broker: BrokerConfig,
+    /// Names the service in dead-letter headers and logs.
+    pub service: String,
+    /// Unacked messages per queue, hence handlers running at once per queue.
+    pub prefetch: u16,
+    pub retry: RetryPolicy,
+    /// How long in-flight handlers may run on after shutdown began.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(broker: BrokerConfig, service: impl Into<String>) -> Self {
+        Self {
+            broker,
+            service: service.into(),
+            prefetch: 32,
+            retry: RetryPolicy::default(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A queue the server consumes, and how it is declared.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    queue: String,
+    durable: bool,
+    events_exchange: Option<String>,
+}
+
+impl Listener {
+    /// Consumes `queue`, declared durable with no arguments.
+    pub fn queue(queue: impl Into<String>) -> Self {
+        Self { queue: queue.into(), durable: true, events_exchange: None }
+    }
+
+    /// Also binds the queue to this topic exchange with every event handler's pattern.
+    pub fn bind_events(mut self, exchange: impl Into<String>) -> Self {
+        self.events_exchange = Some(exchange.into());
+        self
+    }
+
+    /// Declares the queue durable or not (it must match what NestJS peers assert).
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
+    }
+}
+
+/// Handlers, state and queues; [`Server::start`] runs them.
+pub struct Server<S> {
+    state: S,
+    routes: HashMap<String, Route<S>>,
+    event_patterns: Vec<String>,
+    listeners: Vec<Listener>,
+}
+
+impl<S: Clone + Send + Sync + 'static> Server<S> {
+    pub fn new(state: S) -> Self {
+        Self { state, routes: HashMap::new(), event_patterns: Vec::new(), listeners: Vec::new() }
+    }
+
+    /// Registers a request handler; its payload type names the contract.
+    pub fn request<T, H: RequestHandler<S, T>>(mut self, handler: H) -> Self {
+        let pattern = route_key(&<H::Request as Request>::pattern());
+        self.routes.insert(pattern, Route::request(handler));
+        self
+    }
+
+    /// Registers an event handler; its payload type names the contract.
+    pub fn event<T, H: EventHandler<S, T>>(mut self, handler: H) -> Self {
+        let pattern = route_key(&pattern_value(<H::Event as Event>::PATTERN));
+        self.routes.insert(pattern.clone(), Route::event(handler));
+        self.event_patterns.push(pattern);
+        self
+    }
+
+    /// Adds a queue to consume.
+    pub fn listen(mut self, listener: Listener) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Starts serving until `shutdown` fires; the handle tells readiness and waits for the end.
+    pub fn start(self, config: ServerConfig, shutdown: CancellationToken) -> ServerHandle {
+        let (ready, ready_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            state: self.state,
+            routes: self.routes,
+            event_patterns: self.event_patterns,
+            listeners: self.listeners,
+            config,
+        });
+        let task = tokio::spawn(run(shared, shutdown, ready));
+        ServerHandle { ready: ready_rx, task }
+    }
+}
+
+/// A running server.
+pub struct ServerHandle {
+    ready: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// Whether every queue is being consumed right now (false while reconnecting).
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// A receiver of the readiness flag, for health endpoints.
+    pub fn readiness(&self) -> watch::Receiver<bool> {
+        self.ready.clone()
+    }
+
+    /// Waits until the server is consuming, up to `deadline`; returns whether it is.
+    pub async fn wait_ready(&self, deadline: Duration) -> bool {
+        let mut ready = self.ready.clone();
+        tokio::time::timeout(deadline, ready.wait_for(|up| *up)).await.is_ok_and(|seen| seen.is_ok())
+    }
+
+    /// Waits until the server has stopped (after shutdown and draining).
+    pub async fn stopped(self) {
+        if let Err(error) = self.task.await {
+            tracing::error!(error = %error, "server task failed");
+        }
+    }
+}
+
+/// What every handler task shares.
+pub(crate) struct Shared<S> {
+    state: S,
+    routes: HashMap<String, Route<S>>,
+    event_patterns: Vec<String>,
+    listeners: Vec<Listener>,
+    config: ServerConfig,
+}
+
+/// The channels a handler task uses to answer.
+#[derive(Clone)]
+pub(crate) struct Outlet {
+    /// The consuming channel: acks and replies.
+    pub channel: Channel,
+    /// Publisher-confirm mode: retries and parking.
+    pub confirms: Channel,
+    pub queue: Arc<str>,
+}
+
+async fn run<S: Clone + Send + Sync + 'static>(
+    shared: Arc<Shared<S>>,
+    shutdown: CancellationToken,
+    ready: watch::Sender<bool>,
+) {
+    let mut tasks = JoinSet::new();
+    let service = shared.config.service.clone();
+    while let Some(connection) = connection::connect_with_backoff(&shared.config.broker, &shutdown).await {
+        let outcome = serve(&shared, &connection, &shutdown, &ready, &mut tasks).await;
+        ready.send_replace(false);
+        match outcome {
+            Ok(()) => {
+                drain(&mut tasks, shared.config.shutdown_grace).await;
+                connection::close(&connection).await;
+                break;
+            }
+            Err(error) => {
+                tracing::warn!(service = %service, error = %error, "server lost the broker; reconnecting");
+                connection::close(&connection).await;
+            }
+        }
+    }
+    drain(&mut tasks, shared.config.shutdown_grace).await;
+    tracing::info!(service = %service, "server stopped");
+}
+
+/// Declares the topology, consumes every queue and dispatches deliveries until shutdown
+/// (`Ok`) or until the link breaks (`Err`).
+async fn serve<S: Clone + Send + Sync + 'static>(
+    shared: &Arc<Shared<S>>,
+    connection: &Connection,
+    shutdown: &CancellationToken,
+    ready: &watch::Sender<bool>,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), LinkLost> {
+    let confirms = connection.create_channel().await?;
+    confirms.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut consumers = SelectAll::new();
+    let mut cancels = Vec::new();
+    for (index, listener) in shared.listeners.iter().enumerate() {
+        let channel = connection.create_channel().await?;
+        channel.basic_qos(shared.config.prefetch, BasicQosOptions::default()).await?;
+        declare(shared, &channel, listener).await?;
+        let consumer = channel
+            .basic_consume(
+                listener.queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        cancels.push((channel.clone(), consumer.tag()));
+        let outlet = Outlet { channel, confirms: confirms.clone(), queue: listener.queue.as_str().into() };
+        consumers.push(consumer.map(move |delivery| (index, outlet.clone(), delivery)));
+    }
+    ready.send_replace(true);
+    tracing::info!(service = %shared.config.service, queues = shared.listeners.len(), "server consuming");
+
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                for (channel, tag) in cancels {
+                    if let Err(error) = channel.basic_cancel(tag, BasicCancelOptions::default()).await {
+                        tracing::debug!(error = %error, "cancelling a consumer failed");
+                    }
+                }
+                return Ok(());
+            }
+            Some(finished) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(error) = finished {
+                    tracing::error!(error = %error, "a handler task failed");
+                }
+            }
+            next = consumers.next() => match next {
+                Some((_, outlet, Ok(delivery))) => {
+                    tasks.spawn(consume::dispatch(Arc::clone(shared), outlet, delivery));
+                }
+                Some((index, _, Err(error))) => {
+                    tracing::debug!(queue = %shared.listeners[index].queue, "consumer failed");
+                    return Err(LinkLost::Broker(error));
+                }
+                None => return Err(LinkLost::ConsumersEnded),
+            },
+        }
+    }
+}
+
+async fn declare<S>(shared: &Shared<S>, channel: &Channel, listener: &Listener) -> Result<(), lapin::Error> {
+    topology::declare_queue(channel, &listener.queue, listener.durable).await?;
+    topology::declare_failure_queues(channel, &listener.queue, &shared.config.retry.delays()).await?;
+    if let Some(exchange) = &listener.events_exchange {
+        topology::declare_topic_exchange(channel, exchange).await?;
+        for pattern in &shared.event_patterns {
+            topology::bind(channel, &listener.queue, exchange, pattern).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Why [`serve`] returned before shutdown.
+#[derive(Debug, thiserror::Error)]
+enum LinkLost {
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+    #[error("the broker cancelled every consumer")]
+    ConsumersEnded,
+}
+
+/// Lets in-flight handlers finish within `grace`; what is still running then is aborted and
+/// its message, never acked, returns to the queue.
+async fn drain(tasks: &mut JoinSet<()>, grace: Duration) {
+    if tasks.is_empty() {
+        return;
+    }
+    let in_flight = tasks.len();
+    let finished = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if finished.is_err() {
+        tracing::warn!(in_flight, still_running = tasks.len(), "shutdown grace elapsed; aborting handlers");
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+}

@@ -1,0 +1,233 @@
+//! Handling one delivery: decode, route, run the handler inside its span and trace, answer,
+//! and ack only once everything the message needed is done.
+
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Instant};
+
+use futures::FutureExt;
+use lapin::{
+    BasicProperties,
+    message::Delivery,
+    options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions},
+};
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::{MessageContext, Outlet, Shared, handler::Route};
+use crate::{
+    error::{EventFailure, FailureKind, RpcException, chain},
+    retry::{self, ParkReason},
+    wire::{self, ErrorObject, Incoming},
+};
+
+/// Metric: messages handled, by queue, pattern, kind and outcome.
+pub const MESSAGES_METRIC: &str = "transport_messages_total";
+/// Metric: handler latency in seconds, by queue and pattern.
+pub const DURATION_METRIC: &str = "transport_handler_duration_seconds";
+
+pub(crate) async fn dispatch<S: Clone + Send + Sync + 'static>(
+    shared: Arc<Shared<S>>,
+    outlet: Outlet,
+    delivery: Delivery,
+) {
+    let incoming = match Incoming::parse(&delivery.data) {
+        Ok(incoming) => incoming,
+        Err(error) => return reject_undecodable(&shared, &outlet, &delivery, &error).await,
+    };
+    let pattern = wire::route_key(incoming.pattern());
+    let known = shared.routes.contains_key(&pattern);
+    let context = MessageContext::new(pattern, outlet.queue.to_string(), &delivery.properties, delivery.redelivered);
+    let span = tracing::info_span!(
+        "message",
+        queue = %outlet.queue,
+        pattern = %context.pattern,
+        correlation_id = context.correlation_id.as_deref().unwrap_or(""),
+        message_id = context.message_id.as_deref().unwrap_or(""),
+        trace_id = %context.trace.trace_id(),
+        attempt = context.attempt,
+        redelivered = context.redelivered,
+    );
+    // Unknown patterns are counted under one label so that junk cannot grow the metrics.
+    let label = if known { context.pattern.clone() } else { "unknown".to_owned() };
+    let started = Instant::now();
+    let trace = context.trace;
+    let (kind, outcome) = trace
+        .scope(
+            async {
+                match incoming {
+                    Incoming::Request { data, id, .. } => {
+                        ("request", handle_request(&shared, &outlet, &delivery, context, data, &id).await)
+                    }
+                    Incoming::Event { data, .. } => {
+                        ("event", handle_event(&shared, &outlet, &delivery, context, data).await)
+                    }
+                }
+            }
+            .instrument(span),
+        )
+        .await;
+    metrics::counter!(MESSAGES_METRIC, "queue" => outlet.queue.to_string(), "pattern" => label.clone(), "kind" => kind, "outcome" => outcome).increment(1);
+    metrics::histogram!(DURATION_METRIC, "queue" => outlet.queue.to_string(), "pattern" => label)
+        .record(started.elapsed().as_secs_f64());
+}
+
+async fn handle_request<S: Clone + Send + Sync + 'static>(
+    shared: &Shared<S>,
+    outlet: &Outlet,
+    delivery: &Delivery,
+    context: MessageContext,
+    data: Value,
+    id: &str,
+) -> &'static str {
+    let (body, outcome) = match shared.routes.get(&context.pattern) {
+        Some(Route::Request(handler)) => {
+            let result = AssertUnwindSafe(handler(context, &shared.state, data)).catch_unwind().await;
+            match result {
+                Ok(Ok(body)) => (body, "ok"),
+                Ok(Err(exception)) => (error_body(&exception), log_exception(&exception)),
+                Err(_) => {
+                    tracing::error!("request handler panicked");
+                    (error_body(&RpcException::value(internal_error())), "error")
+                }
+            }
+        }
+        _ => {
+            tracing::warn!("no handler for this request pattern");
+            (wire::encode_no_handler(id), "no-handler")
+        }
+    };
+    match delivery.properties.reply_to() {
+        Some(reply_to) => {
+            let correlation_id = delivery.properties.correlation_id().clone().unwrap_or_else(|| id.into());
+            let properties = BasicProperties::default().with_correlation_id(correlation_id);
+            let published = outlet
+                .channel
+                .basic_publish("".into(), reply_to.clone(), BasicPublishOptions::default(), &body, properties)
+                .await;
+            if let Err(error) = published {
+                tracing::warn!(error = %error, "publishing the reply failed");
+            }
+        }
+        None => tracing::warn!("request without reply_to: nobody to answer"),
+    }
+    ack(delivery).await;
+    outcome
+}
+
+fn error_body(exception: &RpcException) -> Vec<u8> {
+    wire::encode_error(exception.error()).unwrap_or_default()
+}
+
+fn internal_error() -> Value {
+    serde_json::to_value(ErrorObject::internal()).unwrap_or(Value::Null)
+}
+
+/// Logs a handler's error once, at the level its kind deserves; returns the outcome label.
+fn log_exception(exception: &RpcException) -> &'static str {
+    if exception.is_internal() {
+        let cause = exception.source().map(|source| chain(source)).unwrap_or_default();
+        tracing::error!(error = %cause, "request handler failed");
+        "error"
+    } else {
+        tracing::info!(err = %exception.error(), "request answered with an error");
+        "rejected"
+    }
+}
+
+async fn handle_event<S: Clone + Send + Sync + 'static>(
+    shared: &Shared<S>,
+    outlet: &Outlet,
+    delivery: &Delivery,
+    context: MessageContext,
+    data: Value,
+) -> &'static str {
+    let attempt = context.attempt;
+    let failure = match shared.routes.get(&context.pattern) {
+        Some(Route::Event(handler)) => {
+            match AssertUnwindSafe(handler(context, &shared.state, data)).catch_unwind().await {
+                Ok(Ok(())) => {
+                    ack(delivery).await;
+                    return "ok";
+                }
+                Ok(Err(failure)) => failure,
+                Err(_) => EventFailure::transient(HandlerPanicked),
+            }
+        }
+        _ => {
+            let reason = "no event handler for this pattern";
+            tracing::warn!(reason, "parking the event");
+            settle(park(shared, outlet, delivery, ParkReason::NoHandler, reason, attempt).await, delivery).await;
+            return "parked";
+        }
+    };
+    let error = chain(failure.source());
+    let policy = &shared.config.retry;
+    if failure.kind() == FailureKind::Transient && attempt < policy.max_attempts {
+        let scheduled = retry::schedule_retry(&outlet.confirms, &outlet.queue, delivery, attempt, policy).await;
+        if let Ok(delay) = &scheduled {
+            tracing::warn!(error = %error, ?delay, "event handler failed; retrying later");
+        }
+        settle(scheduled.map(drop), delivery).await;
+        return "retried";
+    }
+    let reason = if failure.kind() == FailureKind::Permanent { ParkReason::Permanent } else { ParkReason::Exhausted };
+    tracing::error!(error = %error, ?reason, "event handler failed; parking the event");
+    settle(park(shared, outlet, delivery, reason, &error, attempt).await, delivery).await;
+    "parked"
+}
+
+async fn reject_undecodable<S>(shared: &Shared<S>, outlet: &Outlet, delivery: &Delivery, error: &wire::PacketError) {
+    let reason = chain(error);
+    tracing::warn!(queue = %outlet.queue, error = %reason, "undecodable message; parking it");
+    if let Some(reply_to) = delivery.properties.reply_to() {
+        // A caller may be waiting: tell it now rather than let it time out.
+        let body =
+            wire::encode_error(&ErrorObject::new(400, format!("undecodable message: {reason}"))).unwrap_or_default();
+        let properties = BasicProperties::default()
+            .with_correlation_id(delivery.properties.correlation_id().clone().unwrap_or_default());
+        if let Err(error) = outlet
+            .channel
+            .basic_publish("".into(), reply_to.clone(), BasicPublishOptions::default(), &body, properties)
+            .await
+        {
+            tracing::debug!(error = %error, "answering an undecodable request failed");
+        }
+    }
+    settle(park(shared, outlet, delivery, ParkReason::Undecodable, &reason, 1).await, delivery).await;
+    metrics::counter!(MESSAGES_METRIC, "queue" => outlet.queue.to_string(), "pattern" => "unknown", "kind" => "undecodable", "outcome" => "parked").increment(1);
+}
+
+async fn park<S>(
+    shared: &Shared<S>,
+    outlet: &Outlet,
+    delivery: &Delivery,
+    reason: ParkReason,
+    error: &str,
+    attempts: u32,
+) -> Result<(), retry::RepublishError> {
+    retry::park(&outlet.confirms, &outlet.queue, delivery, reason, error, attempts, &shared.config.service).await
+}
+
+/// Acks once the republish is confirmed; otherwise hands the message back to the broker.
+async fn settle(republished: Result<(), retry::RepublishError>, delivery: &Delivery) {
+    match republished {
+        Ok(()) => ack(delivery).await,
+        Err(error) => {
+            tracing::error!(error = %chain(&error), "could not republish a failed message; returning it to the queue");
+            let options = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
+            if let Err(error) = delivery.acker.nack(options).await {
+                tracing::debug!(error = %error, "nack failed; the broker redelivers on reconnect");
+            }
+        }
+    }
+}
+
+async fn ack(delivery: &Delivery) {
+    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+        // The channel is gone: the broker redelivers the message to the next consumer.
+        tracing::warn!(error = %error, "ack failed; the message will be redelivered");
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the event handler panicked")]
+struct HandlerPanicked;

@@ -1,0 +1,120 @@
+'use strict';
+/**
+ * A stock NestJS 11 `ClientProxy` on `Transport.RMQ`, run once per command by the Rust interop
+ * tests (`tests/src/nest.rs`) to call or notify our services exactly as a NestJS app would.
+ *
+ * Usage: node nest-client.js '<json command>' with one of
+ *   {"op":"send","queue":"q","pattern":P,"data":D,"timeoutMs":3000,"count":N?}
+ *   {"op":"emit","queue":"q","pattern":"user.created","data":D}
+ *   {"op":"emit","exchange":"events","pattern":"user.created","data":D}
+ * Environment: AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f).
+ *
+ * Prints exactly one JSON line on stdout, then exits 0:
+ *   {"ok":true,"response":R}   send resolved (the last value, once the reply says isDisposed)
+ *   {"ok":false,"error":E}     send rejected: E is the error as NestJS hands it over (the `err`
+ *                              of the reply, string or object), {"timeout":true} on timeout
+ *   {"ok":true}                emit completed (the broker confirmed the publish)
+ * With "count": N, N sends run concurrently and R is an array of per-send results
+ * ({"ok":true,"response":..} or {"ok":false,"error":..}) in call order.
+ * Nest's own logs go to stderr.
+ */
+require('reflect-metadata');
+const { Logger } = require('@nestjs/common');
+const { ClientProxyFactory, Transport } = require('@nestjs/microservices');
+const { lastValueFrom, TimeoutError } = require('rxjs');
+const { timeout } = require('rxjs/operators');
+
+/** Keeps stdout for the single result line. */
+class StderrLogger {
+  log(...args) { this.write('LOG', args); }
+  error(...args) { this.write('ERROR', args); }
+  warn(...args) { this.write('WARN', args); }
+  debug(...args) { this.write('DEBUG', args); }
+  verbose(...args) { this.write('VERBOSE', args); }
+  fatal(...args) { this.write('FATAL', args); }
+  write(level, args) {
+    const text = args
+      .map(a => (a instanceof Error ? a.stack : typeof a === 'string' ? a : JSON.stringify(a)))
+      .join(' ');
+    process.stderr.write(`[nest-client] ${level} ${text}\n`);
+  }
+}
+
+/** Turns a rejection into the JSON the Rust side sees as `Err(..)`. */
+function describeError(err) {
+  if (err instanceof TimeoutError) {
+    return { timeout: true };
+  }
+  if (err instanceof Error) {
+    // Transport failures (not a reply from the server): keep them readable.
+    return { name: err.name, message: err.message };
+  }
+  return err === undefined ? null : err;
+}
+
+function buildClient(command) {
+  const url = process.env.AMQP_URL || 'amqp://guest:guest@127.0.0.1:5672/%2f';
+  const options = { urls: [url] };
+  if (command.exchange) {
+    // Publishes to the topic exchange with routing key = pattern (NestJS `wildcards: true`).
+    Object.assign(options, { exchange: command.exchange, exchangeType: 'topic', wildcards: true });
+    if (command.queue) options.queue = command.queue;
+  } else {
+    Object.assign(options, { queue: command.queue, queueOptions: { durable: true } });
+  }
+  return ClientProxyFactory.create({ transport: Transport.RMQ, options });
+}
+
+async function sendOnce(client, command) {
+  const timeoutMs = Number(command.timeoutMs || 3000);
+  try {
+    const response = await lastValueFrom(
+      client.send(command.pattern, command.data === undefined ? null : command.data).pipe(timeout(timeoutMs)),
+      { defaultValue: null },
+    );
+    return { ok: true, response: response === undefined ? null : response };
+  } catch (err) {
+    return { ok: false, error: describeError(err) };
+  }
+}
+
+async function run(command) {
+  const client = buildClient(command);
+  try {
+    await client.connect();
+    if (command.op === 'send') {
+      if (command.count === undefined) {
+        return await sendOnce(client, command);
+      }
+      const calls = Array.from({ length: Number(command.count) }, () => sendOnce(client, command));
+      return { ok: true, response: await Promise.all(calls) };
+    }
+    if (command.op === 'emit') {
+      await lastValueFrom(client.emit(command.pattern, command.data === undefined ? null : command.data), {
+        defaultValue: null,
+      });
+      return { ok: true };
+    }
+    return { ok: false, error: { message: `unknown op ${JSON.stringify(command.op)}` } };
+  } catch (err) {
+    return { ok: false, error: describeError(err) };
+  } finally {
+    // Never hang on close if the broker went away.
+    await Promise.race([client.close(), new Promise(resolve => setTimeout(resolve, 2000).unref())]).catch(() => {});
+  }
+}
+
+async function main() {
+  Logger.overrideLogger(new StderrLogger());
+  const arg = process.argv[2];
+  if (!arg) {
+    throw new Error("usage: node nest-client.js '<json command>'");
+  }
+  const result = await run(JSON.parse(arg));
+  process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(0));
+}
+
+main().catch(err => {
+  process.stderr.write(`[nest-client] failed: ${err && err.stack ? err.stack : err}\n`);
+  process.exit(2);
+});
