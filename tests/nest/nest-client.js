@@ -47,9 +47,19 @@ function describeError(err) {
   }
   if (err instanceof Error) {
     // Transport failures (not a reply from the server): keep them readable.
-    return { name: err.name, message: err.message };
+    const described = { name: err.name, message: err.message };
+    if (err.code !== undefined) described.code = err.code;
+    return described;
   }
   return err === undefined ? null : err;
+}
+
+let printed = false;
+/** Prints the one result line (only the first call counts) and exits 0. */
+function finish(result) {
+  if (printed) return;
+  printed = true;
+  process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(0));
 }
 
 function buildClient(command) {
@@ -110,8 +120,15 @@ async function main() {
   if (!arg) {
     throw new Error("usage: node nest-client.js '<json command>'");
   }
-  const result = await run(JSON.parse(arg));
-  process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(0));
+  const command = JSON.parse(arg);
+  // A broker-side refusal while the client sets up its channel (e.g. 406 PRECONDITION_FAILED
+  // on a queue or exchange declared with other options) surfaces as an unhandled 'error'
+  // event: report it as the result instead of crashing.
+  process.on('uncaughtException', err => {
+    process.stderr.write(`[nest-client] uncaught: ${err && err.stack ? err.stack : err}\n`);
+    finish({ ok: false, error: describeError(err) });
+  });
+  finish(await run(command));
 }
 
 main().catch(err => {

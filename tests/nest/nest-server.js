@@ -92,8 +92,9 @@ async function main() {
     urls: [url],
     queue,
     queueOptions: { durable: true },
-    // A broker that is not there must fail the start, not retry forever.
-    maxConnectionAttempts: 3,
+    // A broker that is not there must fail the start, not retry forever. (Nest counts only
+    // the first `connectFailed`, so any value above 1 would mean "forever".)
+    maxConnectionAttempts: 1,
   };
   if (process.env.EXCHANGE) {
     Object.assign(options, { exchange: process.env.EXCHANGE, exchangeType: 'topic', wildcards: true });

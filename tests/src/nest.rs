@@ -49,7 +49,7 @@ pub fn node_ready() -> bool {
     let banner = format!(
         "\n\
          ************************************************************************\n\
-         *  NestJS interop test SKIPPED: {missing}\n\
+         *  node-based test (NestJS interop / SMTP sink) SKIPPED: {missing}\n\
          *  To enable it: install Node.js >= 20, then run\n\
          *      npm ci --prefix tests/nest\n\
          *  (under CI, with CI=true, a missing prerequisite fails the test)\n\
@@ -173,13 +173,10 @@ impl NestServer {
         let (events_tx, events) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                match serde_json::from_str::<Value>(&line) {
-                    Ok(event) if event.get("event").is_some() => {
-                        if events_tx.send(event).is_err() {
-                            break;
-                        }
-                    }
-                    _ => {}
+                // Anything else on stdout (there should be nothing) is ignored.
+                let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
+                if event.get("event").is_some() && events_tx.send(event).is_err() {
+                    break;
                 }
             }
         });

@@ -66,10 +66,11 @@ impl ReceivedMail {
     /// address headers come back as text, e.g. `Ada <ada@example.com>`.
     pub fn header(&self, name: &str) -> Option<String> {
         let header_name = HeaderName::parse(name.to_owned())?;
-        let message = MessageParser::new().default_header_text().parse_headers(self.raw.as_bytes())?;
+        // Read just this header as unstructured text, whatever its usual type.
+        let message = MessageParser::new().header_text(header_name.clone()).parse_headers(self.raw.as_bytes())?;
         match message.header(header_name)? {
-            HeaderValue::Text(text) => Some(text.trim().to_owned()),
-            HeaderValue::TextList(list) => Some(list.join(", ")),
+            HeaderValue::Text(text) => Some(unfold(text)),
+            HeaderValue::TextList(list) => Some(unfold(&list.join(", "))),
             _ => None,
         }
     }
@@ -111,6 +112,11 @@ impl ReceivedMail {
     fn parsed(&self) -> Option<Message<'_>> {
         MessageParser::new().with_mime_headers().with_message_ids().parse(self.raw.as_bytes())
     }
+}
+
+/// Unfolds a header value: each line break with the whitespace around it becomes one space.
+fn unfold(value: &str) -> String {
+    value.lines().map(str::trim).filter(|line| !line.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// State shared with the stdout reader tasks; survives restarts.

@@ -2,6 +2,7 @@
 //! (`tests::nest`) against a live RabbitMQ, and the SMTP sink (`tests::smtp`) driven by a
 //! hand-written SMTP conversation. Skipped (loudly) without node / `npm ci --prefix tests/nest`,
 //! failed under CI.
+#![allow(clippy::expect_used)]
 
 use std::time::Duration;
 
@@ -18,18 +19,16 @@ const KNOWN_USER: &str = "4fb7e234-2daa-5fed-bdf6-93f8f482da80";
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const EVENT_DEADLINE: Duration = Duration::from_secs(10);
 
-fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
-
+/// A name no other test run uses: `prefix_<uuid v4, simple form>`.
 fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Deletes the durable queues and exchanges a test declared, so reruns leave no litter.
 async fn delete_broker_objects(queues: &[&str], exchanges: &[&str]) {
-    let connection =
-        Connection::connect(&amqp_url(), ConnectionProperties::default()).await.expect("connect for cleanup");
+    let connection = Connection::connect(&tests::amqp_url().await, ConnectionProperties::default())
+        .await
+        .expect("connect for cleanup");
     let channel = connection.create_channel().await.expect("cleanup channel");
     for queue in queues {
         channel.queue_delete((*queue).into(), QueueDeleteOptions::default()).await.expect("delete queue");
@@ -45,7 +44,7 @@ async fn nest_server_answers_a_nest_client() {
     if !node_ready() {
         return;
     }
-    let url = amqp_url();
+    let url = tests::amqp_url().await;
     let queue = unique("kit");
     let mut server = NestServer::start(&url, &queue, None).await;
 
@@ -100,7 +99,7 @@ async fn nest_server_receives_events_through_a_topic_exchange() {
     if !node_ready() {
         return;
     }
-    let url = amqp_url();
+    let url = tests::amqp_url().await;
     let queue = unique("kit");
     let exchange = unique("kit_events");
     let mut server = NestServer::start(&url, &queue, Some(&exchange)).await;
@@ -121,7 +120,7 @@ async fn nest_send_without_a_consumer_times_out() {
     if !node_ready() {
         return;
     }
-    let url = amqp_url();
+    let url = tests::amqp_url().await;
     let queue = unique("kit_idle");
     let reply = nest_send(&url, &queue, json!({"cmd": "sum"}), json!([1]), Duration::from_millis(300)).await;
     assert_eq!(reply, Err(json!({"timeout": true})));

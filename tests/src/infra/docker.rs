@@ -69,3 +69,38 @@ async fn http_ping<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> bool {
     let mut words = status_line.split_whitespace();
     words.next().is_some_and(|version| version.starts_with("HTTP/")) && words.next() == Some("200")
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::UnixListener;
+
+    use super::*;
+
+    /// A one-shot stand-in for the daemon's socket that answers with `reply` (the socket
+    /// file is removed once a client has connected).
+    fn fake_daemon(reply: &'static [u8]) -> String {
+        let path = std::env::temp_dir().join(crate::unique("fake_docker")).with_extension("sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let address = format!("unix://{}", path.display());
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let _removed = std::fs::remove_file(&path);
+            let mut request = [0u8; 256];
+            let _read = stream.read(&mut request).await;
+            let _written = stream.write_all(reply).await;
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn a_daemon_that_answers_200_counts() {
+        assert!(ping(&fake_daemon(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")).await);
+    }
+
+    #[tokio::test]
+    async fn an_error_status_or_no_socket_does_not_count() {
+        assert!(!ping(&fake_daemon(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")).await);
+        assert!(!ping("unix:///nonexistent/docker.sock").await);
+        assert!(!ping("npipe:////./pipe/docker_engine").await);
+    }
+}
