@@ -328,7 +328,7 @@ impl Drop for Forget<'_> {
 async fn supervise(inner: Arc<Inner>, shutdown: CancellationToken) {
     let name = inner.config.broker.connection_name.clone();
     while let Some(connection) = connection::connect_with_backoff(&inner.config.broker, &shutdown).await {
-        let lost = match open(&inner.config, &connection).await {
+        let lost = match connection::bounded(open(&inner.config, &connection)).await {
             Ok((link, replies)) => {
                 inner.set_link(Some(link));
                 tracing::info!(connection = %name, "client connected");

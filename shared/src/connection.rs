@@ -9,6 +9,17 @@ use std::time::Duration;
 use lapin::{Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
+/// How long setting up channels and topology on a fresh connection may take. A request sent
+/// just as a link breaks can stay unanswered, so setup never waits unbounded.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Bounds a setup step by [`SETUP_TIMEOUT`]; a step that hangs counts as a lost link.
+pub(crate) async fn bounded<T>(setup: impl Future<Output = Result<T, lapin::Error>>) -> Result<T, lapin::Error> {
+    tokio::time::timeout(SETUP_TIMEOUT, setup).await.unwrap_or_else(|_| {
+        Err(lapin::Error::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "broker setup timed out")))
+    })
+}
+
 /// Delays between reconnection attempts: exponential from `initial` up to `max`, with jitter
 /// so that many services restarted together do not reconnect in lockstep.
 #[derive(Debug, Clone, Copy)]

@@ -29,7 +29,7 @@ use futures::{StreamExt, stream::SelectAll};
 use lapin::{
     Channel, Connection,
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
-    types::FieldTable,
+    types::{FieldTable, ShortString},
 };
 use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -232,26 +232,7 @@ async fn serve<S: Clone + Send + Sync + 'static>(
     ready: &watch::Sender<bool>,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), LinkLost> {
-    let confirms = connection.create_channel().await?;
-    confirms.confirm_select(ConfirmSelectOptions::default()).await?;
-    let mut consumers = SelectAll::new();
-    let mut cancels = Vec::new();
-    for (index, listener) in shared.listeners.iter().enumerate() {
-        let channel = connection.create_channel().await?;
-        channel.basic_qos(shared.config.prefetch, BasicQosOptions::default()).await?;
-        declare(shared, &channel, listener).await?;
-        let consumer = channel
-            .basic_consume(
-                listener.queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        cancels.push((channel.clone(), consumer.tag()));
-        let outlet = Outlet { channel, confirms: confirms.clone(), queue: listener.queue.as_str().into() };
-        consumers.push(consumer.map(move |delivery| (index, outlet.clone(), delivery)));
-    }
+    let (mut consumers, cancels) = connection::bounded(consume_all(shared, connection)).await?;
     ready.send_replace(true);
     tracing::info!(service = %shared.config.service, queues = shared.listeners.len(), "server consuming");
 
@@ -283,6 +264,33 @@ async fn serve<S: Clone + Send + Sync + 'static>(
             },
         }
     }
+}
+
+type Deliveries = SelectAll<futures::stream::BoxStream<'static, (usize, Outlet, Result<lapin::message::Delivery, lapin::Error>)>>;
+
+/// Opens a channel per queue, declares its topology and starts consuming it.
+async fn consume_all<S>(shared: &Shared<S>, connection: &Connection) -> Result<(Deliveries, Vec<(Channel, ShortString)>), lapin::Error> {
+    let confirms = connection.create_channel().await?;
+    confirms.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut consumers = SelectAll::new();
+    let mut cancels = Vec::new();
+    for (index, listener) in shared.listeners.iter().enumerate() {
+        let channel = connection.create_channel().await?;
+        channel.basic_qos(shared.config.prefetch, BasicQosOptions::default()).await?;
+        declare(shared, &channel, listener).await?;
+        let consumer = channel
+            .basic_consume(
+                listener.queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        cancels.push((channel.clone(), consumer.tag()));
+        let outlet = Outlet { channel, confirms: confirms.clone(), queue: listener.queue.as_str().into() };
+        consumers.push(consumer.map(move |delivery| (index, outlet.clone(), delivery)).boxed());
+    }
+    Ok((consumers, cancels))
 }
 
 async fn declare<S>(shared: &Shared<S>, channel: &Channel, listener: &Listener) -> Result<(), lapin::Error> {

@@ -6,7 +6,8 @@
 //! 2. otherwise, when a Docker daemon answers, a container started once per test process with
 //!    testcontainers (image from `TEST_RABBITMQ_IMAGE` / `TEST_POSTGRES_IMAGE`), kept until
 //!    the process ends and then removed;
-//! 3. otherwise the machine's own server at [`LOCAL_AMQP_URL`] / [`LOCAL_POSTGRES_URL`],
+//! 3. otherwise (no Docker, or Docker cannot start the image, e.g. on a machine that reaches
+//!    no registry) the machine's own server at [`LOCAL_AMQP_URL`] / [`LOCAL_POSTGRES_URL`],
 //!    announced by one line on stderr.
 //!
 //! The answer is computed once per process and per service; every later call returns the
@@ -36,21 +37,22 @@ pub const LOCAL_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432";
 
 /// The AMQP URL (with vhost) of the RabbitMQ shared by this test process.
 ///
-/// The first call may start a container and waits until it accepts AMQP connections;
-/// it panics if that container cannot be started.
+/// The first call may start a container and waits until it accepts AMQP connections.
 pub async fn amqp_url() -> String {
     static URL: OnceCell<String> = OnceCell::const_new();
     URL.get_or_init(|| async {
         if let Some(url) = from_env(AMQP_URL_VAR) {
             return url;
         }
-        if docker::answers().await {
-            return containers::rabbitmq_url().await;
-        }
-        eprintln!(
-            "test kit: {AMQP_URL_VAR} is not set and no Docker daemon answers; \
-             using the local RabbitMQ at {LOCAL_AMQP_URL}"
-        );
+        let why = if docker::answers().await {
+            match containers::rabbitmq_url().await {
+                Ok(url) => return url,
+                Err(error) => error,
+            }
+        } else {
+            "no Docker daemon answers".to_owned()
+        };
+        eprintln!("test kit: {AMQP_URL_VAR} is not set and {why}; using the local RabbitMQ at {LOCAL_AMQP_URL}");
         LOCAL_AMQP_URL.to_owned()
     })
     .await
@@ -60,21 +62,22 @@ pub async fn amqp_url() -> String {
 /// The URL of the Postgres server shared by this test process, without a database name
 /// (e.g. `postgres://postgres@127.0.0.1:5432`); the user in it may create databases.
 ///
-/// The first call may start a container and waits until it accepts connections; it panics
-/// if that container cannot be started. Use [`crate::TestDb`] for a database of your own.
+/// The first call may start a container and waits until it accepts connections. Use [`crate::TestDb`] for a database of your own.
 pub async fn postgres_url() -> String {
     static URL: OnceCell<String> = OnceCell::const_new();
     URL.get_or_init(|| async {
         if let Some(url) = from_env(DATABASE_URL_VAR) {
             return urls::with_path(&url, "");
         }
-        if docker::answers().await {
-            return containers::postgres_url().await;
-        }
-        eprintln!(
-            "test kit: {DATABASE_URL_VAR} is not set and no Docker daemon answers; \
-             using the local Postgres at {LOCAL_POSTGRES_URL}"
-        );
+        let why = if docker::answers().await {
+            match containers::postgres_url().await {
+                Ok(url) => return url,
+                Err(error) => error,
+            }
+        } else {
+            "no Docker daemon answers".to_owned()
+        };
+        eprintln!("test kit: {DATABASE_URL_VAR} is not set and {why}; using the local Postgres at {LOCAL_POSTGRES_URL}");
         LOCAL_POSTGRES_URL.to_owned()
     })
     .await

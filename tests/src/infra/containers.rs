@@ -26,9 +26,10 @@ struct Running<I: Image> {
     _container: ContainerAsync<I>,
 }
 
-/// Starts (once) a RabbitMQ container and returns its AMQP URL once it accepts connections.
-pub(super) async fn rabbitmq_url() -> String {
-    static RABBITMQ: OnceCell<Running<RabbitMq>> = OnceCell::const_new();
+/// Starts (once) a RabbitMQ container and returns its AMQP URL once it accepts connections,
+/// or why it could not be started (e.g. the image cannot be pulled).
+pub(super) async fn rabbitmq_url() -> Result<String, String> {
+    static RABBITMQ: OnceCell<Result<Running<RabbitMq>, String>> = OnceCell::const_new();
     let running = RABBITMQ
         .get_or_init(|| async {
             let (name, tag) = image_ref(RABBITMQ_IMAGE_VAR, DEFAULT_RABBITMQ_IMAGE);
@@ -41,7 +42,7 @@ pub(super) async fn rabbitmq_url() -> String {
                 .with_startup_timeout(STARTUP_TIMEOUT)
                 .start()
                 .await
-                .unwrap_or_else(|error| panic!("cannot start a RabbitMQ container: {error}"));
+                .map_err(|error| format!("cannot start a RabbitMQ container: {error}"))?;
             reaper::remove_at_exit(container.id());
             let host = container.get_host().await.expect("RabbitMQ container host");
             let port = container.get_host_port_ipv4(5672).await.expect("RabbitMQ port");
@@ -51,16 +52,16 @@ pub(super) async fn rabbitmq_url() -> String {
                 connection.close(200, "ready".into()).await
             })
             .await;
-            Running { url, _container: container }
+            Ok(Running { url, _container: container })
         })
         .await;
-    running.url.clone()
+    running.as_ref().map(|running| running.url.clone()).map_err(Clone::clone)
 }
 
 /// Starts (once) a Postgres container and returns its server URL (no database name) once it
-/// accepts connections.
-pub(super) async fn postgres_url() -> String {
-    static POSTGRES: OnceCell<Running<Postgres>> = OnceCell::const_new();
+/// accepts connections, or why it could not be started.
+pub(super) async fn postgres_url() -> Result<String, String> {
+    static POSTGRES: OnceCell<Result<Running<Postgres>, String>> = OnceCell::const_new();
     let running = POSTGRES
         .get_or_init(|| async {
             let (name, tag) = image_ref(POSTGRES_IMAGE_VAR, DEFAULT_POSTGRES_IMAGE);
@@ -71,17 +72,17 @@ pub(super) async fn postgres_url() -> String {
                 .with_startup_timeout(STARTUP_TIMEOUT)
                 .start()
                 .await
-                .unwrap_or_else(|error| panic!("cannot start a Postgres container: {error}"));
+                .map_err(|error| format!("cannot start a Postgres container: {error}"))?;
             reaper::remove_at_exit(container.id());
             let host = container.get_host().await.expect("Postgres container host");
             let port = container.get_host_port_ipv4(5432).await.expect("Postgres port");
             let url = format!("postgres://postgres:postgres@{host}:{port}");
             let maintenance = urls::with_path(&url, "postgres");
             eventually(ACCEPT_TIMEOUT, || async { PgConnection::connect(&maintenance).await?.close().await }).await;
-            Running { url, _container: container }
+            Ok(Running { url, _container: container })
         })
         .await;
-    running.url.clone()
+    running.as_ref().map(|running| running.url.clone()).map_err(Clone::clone)
 }
 
 /// The image named by `var`, else `default`, split into name and tag (`latest` if none).
