@@ -16,7 +16,9 @@ use lapin::{
     types::FieldTable,
 };
 use serde::{Deserialize, Serialize};
-use shared::{BrokerConfig, CancellationToken, Client, ClientConfig, Listener, Request, RpcException, Server, ServerConfig};
+use shared::{
+    BrokerConfig, CancellationToken, Client, ClientConfig, Listener, Request, RpcException, Server, ServerConfig,
+};
 use tokio::sync::oneshot;
 
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
@@ -95,8 +97,10 @@ async fn raw_responder(url: &str, queue: &str) {
     let channel = connection.create_channel().await.unwrap();
     channel.queue_declare(queue.into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
     channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.unwrap();
-    let mut consumer =
-        channel.basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    let mut consumer = channel
+        .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
     tokio::spawn(async move {
         let _connection = connection;
         while let Some(Ok(delivery)) = consumer.next().await {
@@ -105,9 +109,12 @@ async fn raw_responder(url: &str, queue: &str) {
             let channel = channel.clone();
             tokio::spawn(async move {
                 let reply_to = delivery.properties.reply_to().clone().unwrap();
-                let properties =
-                    BasicProperties::default().with_correlation_id(delivery.properties.correlation_id().clone().unwrap());
-                channel.basic_publish("".into(), reply_to, BasicPublishOptions::default(), &delivery.data, properties).await.unwrap();
+                let properties = BasicProperties::default()
+                    .with_correlation_id(delivery.properties.correlation_id().clone().unwrap());
+                channel
+                    .basic_publish("".into(), reply_to, BasicPublishOptions::default(), &delivery.data, properties)
+                    .await
+                    .unwrap();
                 delivery.ack(BasicAckOptions::default()).await.unwrap();
             });
         }
@@ -158,14 +165,19 @@ async fn main() {
     config.prefetch = PREFETCH;
     let server = Server::new(()).request(pong).listen(Listener::queue(&ours_queue)).start(config, shutdown.clone());
     assert!(server.wait_ready(Duration::from_secs(10)).await);
-    let client = Client::start(ClientConfig::new(BrokerConfig::new(&url, "bench-client")).queue(ours_queue.clone()), shutdown.clone());
+    let client = Client::start(
+        ClientConfig::new(BrokerConfig::new(&url, "bench-client")).queue(ours_queue.clone()),
+        shutdown.clone(),
+    );
     assert!(client.wait_connected(Duration::from_secs(10)).await);
 
     let raw_queue = tests::unique("bench_raw");
     raw_responder(&url, &raw_queue).await;
     let (raw_channel, waiters) = raw_caller(&url).await;
 
-    println!("| concurrency | raw lapin req/s | ours req/s | ours/raw | raw p50 | ours p50 | p50 ratio | raw p99 | ours p99 |");
+    println!(
+        "| concurrency | raw lapin req/s | ours req/s | ours/raw | raw p50 | ours p50 | p50 ratio | raw p99 | ours p99 |"
+    );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for concurrency in CONCURRENCY {
         let (channel, waiters, queue) = (raw_channel.clone(), Arc::clone(&waiters), raw_queue.clone());
@@ -176,10 +188,17 @@ async fn main() {
                 let (tx, rx) = oneshot::channel();
                 waiters.lock().unwrap().insert(id.clone(), tx);
                 let body = format!(r#"{{"pattern":{{"cmd":"ping"}},"data":{{"n":{n}}},"id":"{id}"}}"#);
-                let properties =
-                    BasicProperties::default().with_correlation_id(id.into()).with_reply_to("amq.rabbitmq.reply-to".into());
+                let properties = BasicProperties::default()
+                    .with_correlation_id(id.into())
+                    .with_reply_to("amq.rabbitmq.reply-to".into());
                 channel
-                    .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), body.as_bytes(), properties)
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        body.as_bytes(),
+                        properties,
+                    )
                     .await
                     .unwrap();
                 rx.await.unwrap();

@@ -101,10 +101,10 @@ pub(crate) async fn connect_with_backoff(config: &BrokerConfig, shutdown: &Cance
 
 /// Closes a connection politely, ignoring a link that is already gone.
 pub(crate) async fn close(connection: &Connection) {
-    if connection.status().connected() {
-        if let Err(error) = connection.close(200, "shutdown".into()).await {
-            tracing::debug!(error = %error, "closing the broker connection failed");
-        }
+    if connection.status().connected()
+        && let Err(error) = connection.close(200, "shutdown".into()).await
+    {
+        tracing::debug!(error = %error, "closing the broker connection failed");
     }
 }
 

@@ -26,11 +26,12 @@ use tokio_util::sync::CancellationToken;
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 type CheckFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
+type Probe = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
 
 /// The named checks behind `/readyz`.
 #[derive(Clone, Default)]
 pub struct Readiness {
-    checks: Vec<(&'static str, Arc<dyn Fn() -> CheckFuture + Send + Sync>)>,
+    checks: Vec<(&'static str, Probe)>,
 }
 
 impl Readiness {

@@ -266,10 +266,14 @@ async fn serve<S: Clone + Send + Sync + 'static>(
     }
 }
 
-type Deliveries = SelectAll<futures::stream::BoxStream<'static, (usize, Outlet, Result<lapin::message::Delivery, lapin::Error>)>>;
+type Deliveries =
+    SelectAll<futures::stream::BoxStream<'static, (usize, Outlet, Result<lapin::message::Delivery, lapin::Error>)>>;
 
 /// Opens a channel per queue, declares its topology and starts consuming it.
-async fn consume_all<S>(shared: &Shared<S>, connection: &Connection) -> Result<(Deliveries, Vec<(Channel, ShortString)>), lapin::Error> {
+async fn consume_all<S>(
+    shared: &Shared<S>,
+    connection: &Connection,
+) -> Result<(Deliveries, Vec<(Channel, ShortString)>), lapin::Error> {
     let confirms = connection.create_channel().await?;
     confirms.confirm_select(ConfirmSelectOptions::default()).await?;
     let mut consumers = SelectAll::new();

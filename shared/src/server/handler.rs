@@ -83,11 +83,15 @@ impl_handlers!(T1);
 impl_handlers!(T1, T2);
 impl_handlers!(T1, T2, T3);
 
+type ErasedRequest<S> =
+    Box<dyn Fn(MessageContext, &S, Value) -> BoxFuture<Result<Vec<u8>, RpcException>> + Send + Sync>;
+type ErasedEvent<S> = Box<dyn Fn(MessageContext, &S, Value) -> BoxFuture<Result<(), EventFailure>> + Send + Sync>;
+
 /// A handler with its types erased, as the router stores it.
 pub(crate) enum Route<S> {
     /// Returns the encoded `{"response": …, "isDisposed": true}` body.
-    Request(Box<dyn Fn(MessageContext, &S, Value) -> BoxFuture<Result<Vec<u8>, RpcException>> + Send + Sync>),
-    Event(Box<dyn Fn(MessageContext, &S, Value) -> BoxFuture<Result<(), EventFailure>> + Send + Sync>),
+    Request(ErasedRequest<S>),
+    Event(ErasedEvent<S>),
 }
 
 impl<S: Send + Sync + 'static> Route<S> {

@@ -91,7 +91,11 @@ pub struct Recorder {
 #[error("the test handler was told to fail")]
 pub struct ToldToFail;
 
-async fn echo(State(recorder): State<Arc<Recorder>>, ctx: MessageContext, request: Echo) -> Result<Echoed, RpcException> {
+async fn echo(
+    State(recorder): State<Arc<Recorder>>,
+    ctx: MessageContext,
+    request: Echo,
+) -> Result<Echoed, RpcException> {
     if request.delay_ms > 0 {
         recorder.echo_started.notify_one();
         tokio::time::sleep(Duration::from_millis(request.delay_ms)).await;
@@ -137,7 +141,12 @@ pub struct Fixture {
 }
 
 pub fn fast_retry(max_attempts: u32) -> RetryPolicy {
-    RetryPolicy { max_attempts, initial_delay: Duration::from_millis(50), multiplier: 2, max_delay: Duration::from_millis(200) }
+    RetryPolicy {
+        max_attempts,
+        initial_delay: Duration::from_millis(50),
+        multiplier: 2,
+        max_delay: Duration::from_millis(200),
+    }
 }
 
 impl Fixture {
@@ -152,7 +161,11 @@ impl Fixture {
         Self::start_on(&amqp_url, &amqp_url, configure).await
     }
 
-    pub async fn start_on(server_url: &str, client_url: &str, configure: impl FnOnce(ServerConfig) -> ServerConfig) -> Self {
+    pub async fn start_on(
+        server_url: &str,
+        client_url: &str,
+        configure: impl FnOnce(ServerConfig) -> ServerConfig,
+    ) -> Self {
         let queue = tests::unique("transport");
         let exchange = tests::unique("events");
         let recorder = Arc::new(Recorder::default());
@@ -197,7 +210,13 @@ impl Fixture {
     }
 }
 
-pub fn start_server(recorder: Arc<Recorder>, queue: &str, exchange: &str, config: ServerConfig, shutdown: CancellationToken) -> ServerHandle {
+pub fn start_server(
+    recorder: Arc<Recorder>,
+    queue: &str,
+    exchange: &str,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> ServerHandle {
     Server::new(recorder)
         .request(echo)
         .request(fail)

@@ -25,20 +25,30 @@ async fn a_nestjs_client_calls_our_server() {
     }
     let fixture = Fixture::start().await;
     let url = &fixture.amqp_url;
-    let ok = nest::nest_send(url, &fixture.queue, json!({"cmd": "echo"}), json!({"text": "from nest"}), NEST_TIMEOUT).await;
+    let ok =
+        nest::nest_send(url, &fixture.queue, json!({"cmd": "echo"}), json!({"text": "from nest"}), NEST_TIMEOUT).await;
     assert_eq!(ok.unwrap()["text"], json!("from nest"));
 
     // Keys in another order than our registration: still routed.
-    let failed = nest::nest_send(url, &fixture.queue, json!({"cmd": "fail", "role": "test"}), json!({"status": 404}), NEST_TIMEOUT).await;
+    let failed = nest::nest_send(
+        url,
+        &fixture.queue,
+        json!({"cmd": "fail", "role": "test"}),
+        json!({"status": 404}),
+        NEST_TIMEOUT,
+    )
+    .await;
     assert_eq!(failed.unwrap_err(), json!({"status": 404, "message": "told to fail"}));
 
-    let internal = nest::nest_send(url, &fixture.queue, json!({"role": "test", "cmd": "fail"}), json!({}), NEST_TIMEOUT).await;
+    let internal =
+        nest::nest_send(url, &fixture.queue, json!({"role": "test", "cmd": "fail"}), json!({}), NEST_TIMEOUT).await;
     assert_eq!(internal.unwrap_err(), json!({"status": "error", "message": INTERNAL_ERROR_MESSAGE}));
 
     let unknown = nest::nest_send(url, &fixture.queue, json!({"cmd": "nope"}), json!({}), NEST_TIMEOUT).await;
     assert_eq!(unknown.unwrap_err(), json!(NO_HANDLER_MESSAGE));
 
-    let many = nest::nest_send_many(url, &fixture.queue, json!({"cmd": "echo"}), json!({"text": "x"}), NEST_TIMEOUT, 50).await;
+    let many =
+        nest::nest_send_many(url, &fixture.queue, json!({"cmd": "echo"}), json!({"text": "x"}), NEST_TIMEOUT, 50).await;
     assert!(many.iter().all(|reply| reply.as_ref().is_ok_and(|v| v["text"] == json!("x"))), "{many:?}");
 
     nest::nest_emit(url, nest::EmitTarget::Queue(&fixture.queue), "test.ping", json!({"n": 5})).await;
@@ -61,7 +71,9 @@ async fn our_client_calls_a_nestjs_server() {
     let mut server = NestServer::start(&url, &queue, Some(&exchange)).await;
     let shutdown = CancellationToken::new();
     let client = Client::start(
-        ClientConfig::new(BrokerConfig::new(&url, "interop-client")).queue(queue.clone()).events_exchange(exchange.clone()),
+        ClientConfig::new(BrokerConfig::new(&url, "interop-client"))
+            .queue(queue.clone())
+            .events_exchange(exchange.clone()),
         shutdown.clone(),
     );
     assert!(client.wait_connected(DEADLINE).await);

@@ -12,7 +12,8 @@ async fn client_and_server_recover_after_the_broker_link_breaks() {
     let amqp_url = tests::amqp_url().await;
     let server_link = tests::ChaosProxy::in_front_of(&amqp_url).await;
     let client_link = tests::ChaosProxy::in_front_of(&amqp_url).await;
-    let fixture = Fixture::start_on(&server_link.url_for(&amqp_url), &client_link.url_for(&amqp_url), |config| config).await;
+    let fixture =
+        Fixture::start_on(&server_link.url_for(&amqp_url), &client_link.url_for(&amqp_url), |config| config).await;
     assert_eq!(fixture.client.send(&Echo { text: "before".into(), delay_ms: 0 }).await.unwrap().text, "before");
 
     // A call in flight when the client's link breaks fails at once, not at its timeout.

@@ -71,7 +71,11 @@ async fn an_unknown_pattern_gets_the_no_handler_reply() {
 #[tokio::test]
 async fn a_payload_that_does_not_match_the_contract_is_answered_with_400() {
     let fixture = Fixture::start().await;
-    let error = fixture.client.send_raw(&json!({"cmd": "echo"}), &json!({"nope": 1}), SendOptions::default()).await.unwrap_err();
+    let error = fixture
+        .client
+        .send_raw(&json!({"cmd": "echo"}), &json!({"nope": 1}), SendOptions::default())
+        .await
+        .unwrap_err();
     match error {
         RpcError::Remote { error, .. } => assert_eq!(error.status(), Some(400)),
         other => panic!("expected a 400 error object, got {other:?}"),
@@ -82,8 +86,12 @@ async fn a_payload_that_does_not_match_the_contract_is_answered_with_400() {
 async fn patterns_route_whatever_their_key_order_or_encoding() {
     let fixture = Fixture::start().await;
     for pattern in [json!({"cmd": "fail", "role": "test"}), json!(r#"{"role":"test","cmd":"fail"}"#)] {
-        let error = fixture.client.send_raw(&pattern, &json!({"status": 418}), SendOptions::default()).await.unwrap_err();
-        assert!(matches!(&error, RpcError::Remote { error, .. } if error.status() == Some(418)), "{pattern}: {error:?}");
+        let error =
+            fixture.client.send_raw(&pattern, &json!({"status": 418}), SendOptions::default()).await.unwrap_err();
+        assert!(
+            matches!(&error, RpcError::Remote { error, .. } if error.status() == Some(418)),
+            "{pattern}: {error:?}"
+        );
     }
 }
 
@@ -101,7 +109,8 @@ async fn an_undecodable_reply_is_a_decode_error() {
         client.send_raw(&json!({"cmd": "x"}), &json!({}), options).await
     });
     let request = probe.wait_for_message(&rogue, crate::DEADLINE).await;
-    let properties = lapin::BasicProperties::default().with_correlation_id(request.correlation_id.clone().unwrap().into());
+    let properties =
+        lapin::BasicProperties::default().with_correlation_id(request.correlation_id.clone().unwrap().into());
     probe.publish_raw("", request.reply_to.as_deref().unwrap(), b"<html>not json</html>", properties).await;
     let error = call.await.unwrap().unwrap_err();
     assert!(matches!(error, RpcError::Decode { .. }), "{error:?}");

@@ -19,7 +19,10 @@ async fn shutdown_lets_in_flight_handlers_finish_and_reply() {
     // Stopped means stopped: a new request is not consumed any more.
     let error = fixture
         .client
-        .send_with(&Echo { text: "late".into(), delay_ms: 0 }, shared::SendOptions { timeout: Some(Duration::from_millis(300)), ..Default::default() })
+        .send_with(
+            &Echo { text: "late".into(), delay_ms: 0 },
+            shared::SendOptions { timeout: Some(Duration::from_millis(300)), ..Default::default() },
+        )
         .await
         .unwrap_err();
     assert!(matches!(error, shared::RpcError::Timeout { .. }), "{error:?}");

@@ -1,0 +1,13 @@
+//! Integration tests of notification-service against a real SMTP server (the kit's sink),
+//! RabbitMQ and Postgres: one binary, one module per behaviour.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod claims;
+mod dead_letter;
+mod dedup;
+mod hostile_input;
+mod nest_interop;
+mod ops;
+mod retry;
+mod support;
+mod welcome_mail;
