@@ -77,7 +77,9 @@ pub async fn postgres_url() -> String {
         } else {
             "no Docker daemon answers".to_owned()
         };
-        eprintln!("test kit: {DATABASE_URL_VAR} is not set and {why}; using the local Postgres at {LOCAL_POSTGRES_URL}");
+        eprintln!(
+            "test kit: {DATABASE_URL_VAR} is not set and {why}; using the local Postgres at {LOCAL_POSTGRES_URL}"
+        );
         LOCAL_POSTGRES_URL.to_owned()
     })
     .await
