@@ -48,11 +48,21 @@ pub struct ClientConfig {
     pub events_exchange: Option<String>,
     /// The deadline of a `send` unless the call sets its own.
     pub timeout: Duration,
+    /// How long an `emit` waits for the broker's publisher confirm before reporting the
+    /// broker unavailable (the event may or may not have been stored: publish it again).
+    pub confirm_timeout: Duration,
 }
 
 impl ClientConfig {
     pub fn new(broker: BrokerConfig) -> Self {
-        Self { broker, queue: None, declare_queue: true, events_exchange: None, timeout: Duration::from_secs(5) }
+        Self {
+            broker,
+            queue: None,
+            declare_queue: true,
+            events_exchange: None,
+            timeout: Duration::from_secs(5),
+            confirm_timeout: Duration::from_secs(30),
+        }
     }
 
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
@@ -193,16 +203,20 @@ impl Client {
             .with_correlation_id(id.as_str().into())
             .with_reply_to(topology::REPLY_TO.into())
             .with_headers(headers);
-        link.rpc
-            .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), &body, properties)
-            .await
-            .map_err(|source| RpcError::Unavailable { reason: "publish failed", source: Some(source) })?;
-
-        match tokio::time::timeout(timeout, receiver).await {
+        // The deadline covers the publish too: a publish racing a breaking link must not hang.
+        let exchange = async {
+            link.rpc
+                .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), &body, properties)
+                .await
+                .map_err(|source| RpcError::Unavailable { reason: "publish failed", source: Some(source) })?;
+            Ok(receiver.await)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(RpcError::Timeout { pattern: pattern_text, timeout }),
-            Ok(Err(_)) => Err(RpcError::Unavailable { reason: "client stopped", source: None }),
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(error))) => Err(match error {
+            Ok(Err(error)) => Err(error),
+            Ok(Ok(Err(_))) => Err(RpcError::Unavailable { reason: "client stopped", source: None }),
+            Ok(Ok(Ok(Ok(value)))) => Ok(value),
+            Ok(Ok(Ok(Err(error)))) => Err(match error {
                 PendingError::Remote(error) => {
                     RpcError::Remote { pattern: pattern_text, error: crate::error::RemoteError(error) }
                 }
@@ -243,13 +257,17 @@ impl Client {
 
         let link = self.link().ok_or(EmitError::Unavailable { reason: "not connected", source: None })?;
         let publish_options = BasicPublishOptions { mandatory, ..BasicPublishOptions::default() };
-        let confirm = link
-            .events
-            .basic_publish(exchange.into(), routing_key.as_str().into(), publish_options, &body, properties)
+        let confirmed = async {
+            link.events
+                .basic_publish(exchange.into(), routing_key.as_str().into(), publish_options, &body, properties)
+                .await
+                .map_err(|source| EmitError::Unavailable { reason: "publish failed", source: Some(source) })?
+                .await
+                .map_err(|source| EmitError::Unavailable { reason: "no confirm", source: Some(source) })
+        };
+        let confirm = tokio::time::timeout(self.inner.config.confirm_timeout, confirmed)
             .await
-            .map_err(|source| EmitError::Unavailable { reason: "publish failed", source: Some(source) })?
-            .await
-            .map_err(|source| EmitError::Unavailable { reason: "no confirm", source: Some(source) })?;
+            .map_err(|_| EmitError::Unavailable { reason: "no confirm in time", source: None })??;
         match confirm {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_)) => Err(EmitError::Unroutable { target: routing_key }),
