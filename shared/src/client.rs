@@ -134,6 +134,17 @@ struct Link {
     events: Channel,
 }
 
+impl Link {
+    /// Closes both channels, before the connection is closed on shutdown.
+    async fn close(&self) {
+        for channel in [&self.rpc, &self.events] {
+            if let Err(error) = channel.close(200, "shutdown".into()).await {
+                tracing::debug!(error = %error, "closing a channel failed");
+            }
+        }
+    }
+}
+
 struct Pending {
     reply: oneshot::Sender<Result<Value, PendingError>>,
     /// The latest item of a streamed reply; the stream's value once it is disposed.
@@ -301,12 +312,14 @@ impl Inner {
             tracing::debug!("dropped a reply without correlation id");
             return;
         };
+        // Parsed before taking the lock: the lock is shared by every concurrent caller.
+        let reply = Reply::parse(&delivery.data);
         let mut pending = self.pending();
         let Some(entry) = pending.get_mut(&id) else {
             tracing::debug!(correlation_id = %id, "dropped a late or unknown reply");
             return;
         };
-        let outcome = match Reply::parse(&delivery.data) {
+        let outcome = match reply {
             Ok(Reply::Partial(value)) => {
                 entry.last = Some(value);
                 return;
@@ -348,7 +361,7 @@ async fn supervise(inner: Arc<Inner>, shutdown: CancellationToken) {
     while let Some(connection) = connection::connect_with_backoff(&inner.config.broker, &shutdown).await {
         let lost = match connection::bounded(open(&inner.config, &connection)).await {
             Ok((link, replies)) => {
-                inner.set_link(Some(link));
+                inner.set_link(Some(link.clone()));
                 tracing::info!(connection = %name, "client connected");
                 let lost = tokio::select! {
                     biased;
@@ -356,6 +369,9 @@ async fn supervise(inner: Arc<Inner>, shutdown: CancellationToken) {
                     lost = read_replies(&inner, replies) => Some(lost),
                 };
                 inner.set_link(None);
+                if lost.is_none() {
+                    link.close().await;
+                }
                 lost
             }
             Err(error) => Some(Some(error)),

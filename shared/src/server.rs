@@ -208,8 +208,14 @@ async fn run<S: Clone + Send + Sync + 'static>(
         let outcome = serve(&shared, &connection, &shutdown, &ready, &mut tasks).await;
         ready.send_replace(false);
         match outcome {
-            Ok(()) => {
+            Ok(channels) => {
                 drain(&mut tasks, shared.config.shutdown_grace).await;
+                // Channels first, then the connection: the handlers' acks are all sent by now.
+                for channel in channels {
+                    if let Err(error) = channel.close(200, "shutdown".into()).await {
+                        tracing::debug!(error = %error, "closing a channel failed");
+                    }
+                }
                 connection::close(&connection).await;
                 break;
             }
@@ -224,15 +230,16 @@ async fn run<S: Clone + Send + Sync + 'static>(
 }
 
 /// Declares the topology, consumes every queue and dispatches deliveries until shutdown
-/// (`Ok`) or until the link breaks (`Err`).
+/// (`Ok`, with the channels to close once in-flight handlers are done) or until the link
+/// breaks (`Err`).
 async fn serve<S: Clone + Send + Sync + 'static>(
     shared: &Arc<Shared<S>>,
     connection: &Connection,
     shutdown: &CancellationToken,
     ready: &watch::Sender<bool>,
     tasks: &mut JoinSet<()>,
-) -> Result<(), LinkLost> {
-    let (mut consumers, cancels) = connection::bounded(consume_all(shared, connection)).await?;
+) -> Result<Vec<Channel>, LinkLost> {
+    let (mut consumers, cancels, confirms) = connection::bounded(consume_all(shared, connection)).await?;
     ready.send_replace(true);
     tracing::info!(service = %shared.config.service, queues = shared.listeners.len(), "server consuming");
 
@@ -240,12 +247,14 @@ async fn serve<S: Clone + Send + Sync + 'static>(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => {
+                let mut channels = vec![confirms];
                 for (channel, tag) in cancels {
                     if let Err(error) = channel.basic_cancel(tag, BasicCancelOptions::default()).await {
                         tracing::debug!(error = %error, "cancelling a consumer failed");
                     }
+                    channels.push(channel);
                 }
-                return Ok(());
+                return Ok(channels);
             }
             Some(finished) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(error) = finished {
@@ -273,7 +282,7 @@ type Deliveries =
 async fn consume_all<S>(
     shared: &Shared<S>,
     connection: &Connection,
-) -> Result<(Deliveries, Vec<(Channel, ShortString)>), lapin::Error> {
+) -> Result<(Deliveries, Vec<(Channel, ShortString)>, Channel), lapin::Error> {
     let confirms = connection.create_channel().await?;
     confirms.confirm_select(ConfirmSelectOptions::default()).await?;
     let mut consumers = SelectAll::new();
@@ -294,7 +303,7 @@ async fn consume_all<S>(
         let outlet = Outlet { channel, confirms: confirms.clone(), queue: listener.queue.as_str().into() };
         consumers.push(consumer.map(move |delivery| (index, outlet.clone(), delivery)).boxed());
     }
-    Ok((consumers, cancels))
+    Ok((consumers, cancels, confirms))
 }
 
 async fn declare<S>(shared: &Shared<S>, channel: &Channel, listener: &Listener) -> Result<(), lapin::Error> {
