@@ -1,0 +1,95 @@
+//! The `outbox` table: events waiting to be published.
+//!
+//! [`enqueue`] runs inside the transaction that changes the state the event announces, so
+//! the event exists if and only if the change committed. It also queues a `NOTIFY` on
+//! [`CHANNEL`], which Postgres delivers at commit, so relays wake at once.
+//!
+//! [`claim`] takes unpublished rows with `FOR UPDATE SKIP LOCKED`: while one relay holds a row
+//! (its transaction stays open while it publishes), other relays skip it, so two relays never
+//! publish one row concurrently.
+
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use shared::{Event, TraceContext};
+
+/// The `LISTEN`/`NOTIFY` channel relays wait on.
+pub const CHANNEL: &str = "auth_outbox";
+
+/// An unpublished event as the relay reads it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    /// The event id, sent as the AMQP `message_id`.
+    pub id: Uuid,
+    pub pattern: String,
+    pub payload: serde_json::Value,
+    pub traceparent: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("the event could not be encoded")]
+    Encode(#[source] serde_json::Error),
+    #[error("outbox query failed")]
+    Database(#[source] sqlx::Error),
+}
+
+/// Writes `event` (with id `id` and the request's trace) into the outbox, in the caller's
+/// transaction, and asks Postgres to notify the relays at commit.
+pub async fn enqueue<E: Event + Serialize>(
+    connection: &mut PgConnection,
+    id: Uuid,
+    event: &E,
+    trace: Option<TraceContext>,
+) -> Result<(), OutboxError> {
+    let payload = serde_json::to_value(event).map_err(OutboxError::Encode)?;
+    sqlx::query("INSERT INTO outbox (id, pattern, payload, traceparent) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(E::PATTERN)
+        .bind(payload)
+        .bind(trace.map(|trace| trace.traceparent()))
+        .execute(&mut *connection)
+        .await
+        .map_err(OutboxError::Database)?;
+    sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(connection).await.map_err(OutboxError::Database)?;
+    Ok(())
+}
+
+/// Locks up to `limit` unpublished rows, oldest first, skipping rows other relays hold.
+pub async fn claim(connection: &mut PgConnection, limit: u32) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    sqlx::query_as::<_, OutboxRow>(
+        "SELECT id, pattern, payload, traceparent FROM outbox \
+         WHERE published_at IS NULL ORDER BY created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(connection)
+    .await
+}
+
+/// Marks rows published (after the broker confirmed them).
+pub async fn mark_published(connection: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)").bind(ids).execute(connection).await?;
+    Ok(())
+}
+
+/// Counts a failed attempt on rows that stay unpublished, keeping the last error for operators.
+pub async fn record_failure(connection: &mut PgConnection, ids: &[Uuid], error: &str) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)")
+        .bind(ids)
+        .bind(error)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// The number of rows not yet published (for readiness details, tests and the shutdown log).
+pub async fn pending(connection: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetch_one(connection).await
+}

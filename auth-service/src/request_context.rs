@@ -1,0 +1,67 @@
+//! Per-request context: request id, W3C trace, a span, one log line and metrics.
+//!
+//! Guarantees for every request, errors and rejections included:
+//! - an `x-request-id` on the response: the client's (if it is a sane token: 1–128 visible
+//!   ASCII characters) or a new UUID;
+//! - a span `http` carrying `request_id`, `trace_id`, method and route, around everything the
+//!   request does, so every log line of it carries them;
+//! - the trace continued from the `traceparent` header (or a new root) as the task's current
+//!   [`TraceContext`], so RPCs and outbox rows carry it on;
+//! - one `request finished` line with status and latency, and the `http_requests_total` and
+//!   `http_request_duration_seconds` metrics by route template (not raw path: bounded labels).
+//!
+//! Nothing from headers other than these two ids is logged: no `Authorization`, no bodies.
+
+use std::time::Instant;
+
+use axum::{
+    extract::{MatchedPath, Request},
+    http::{HeaderName, HeaderValue},
+    middleware::Next,
+    response::Response,
+};
+use shared::TraceContext;
+use tracing::Instrument;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// Longer client-supplied ids are replaced: they end up in every log line.
+const REQUEST_ID_MAX: usize = 128;
+
+/// The middleware; see the module docs.
+pub async fn observe(mut request: Request, next: Next) -> Response {
+    let request_id = client_request_id(&request).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let trace = request
+        .headers()
+        .get(&TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceContext::parse)
+        .map_or_else(TraceContext::new_root, |parent| parent.child());
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let method = request.method().clone();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert(REQUEST_ID, value);
+    }
+
+    let span = tracing::info_span!("http", %request_id, trace_id = %trace.trace_id(), %method, %route);
+    let started = Instant::now();
+    let mut response = trace.scope(next.run(request)).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+
+    let status = response.status().as_u16();
+    span.in_scope(|| tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request finished"));
+    let labels = [("method", method.to_string()), ("route", route), ("status", status.to_string())];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels[..2]).record(elapsed.as_secs_f64());
+
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+fn client_request_id(request: &Request) -> Option<String> {
+    let value = request.headers().get(&REQUEST_ID)?.to_str().ok()?;
+    let sane = !value.is_empty() && value.len() <= REQUEST_ID_MAX && value.bytes().all(|b| b.is_ascii_graphic());
+    sane.then(|| value.to_owned())
+}

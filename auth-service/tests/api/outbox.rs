@@ -1,0 +1,238 @@
+//! `user.created` through the transactional outbox: one NestJS-shaped, persistent,
+//! confirmed event per signup, published even when the broker was down at signup time, and
+//! never published twice by concurrent relays.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use auth_service::{db, outbox, relay::Relay};
+use reqwest::StatusCode;
+use serde_json::Value;
+use shared::{BrokerConfig, CancellationToken, Client, ClientConfig, contracts::UserCreated};
+use tests::{BrokerProbe, ChaosProxy, TestDb, names::unique};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::test_app::{DEADLINE, TestApp, delete_broker_objects};
+
+/// A queue bound to an events exchange for `user.created`, deleted when dropped (also when
+/// the test fails).
+struct Subscription {
+    probe: BrokerProbe,
+    queue: String,
+    broker_url: String,
+}
+
+impl Subscription {
+    async fn new(broker_url: &str, exchange: &str) -> Subscription {
+        let probe = BrokerProbe::connect(broker_url).await;
+        let queue = unique("auth_test_user_created");
+        probe.declare_topic_exchange(exchange).await;
+        probe.declare_queue(&queue).await;
+        probe.bind(&queue, exchange, "user.created").await;
+        Subscription { probe, queue, broker_url: broker_url.to_owned() }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        delete_broker_objects(self.broker_url.clone(), vec![self.queue.clone()], None);
+    }
+}
+
+async fn subscribe(app: &TestApp) -> Subscription {
+    Subscription::new(&app.broker_url, &app.events_exchange).await
+}
+
+async fn unpublished(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetch_one(&app.pool).await.unwrap()
+}
+
+async fn wait_until_drained(app: &TestApp) {
+    tests::eventually(DEADLINE, || async {
+        let left = unpublished(app).await;
+        if left == 0 { Ok(()) } else { Err(left) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn each_signup_publishes_one_user_created_event_in_the_nestjs_shape() {
+    let app = TestApp::spawn().await;
+    let Subscription { probe, queue, .. } = &subscribe(&app).await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+
+    let response = app
+        .http
+        .post(app.url("/auth/signup"))
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .json(&serde_json::json!({"email": "ada@example.com", "password": crate::test_app::PASSWORD, "name": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let user: Value = response.json().await.unwrap();
+
+    let message = probe.wait_for_message(queue, DEADLINE).await;
+    let expected = serde_json::json!({"pattern": "user.created", "data": user});
+    assert_eq!(message.json(), expected, "the NestJS event packet, nothing more");
+    assert_eq!(message.routing_key, "user.created");
+    assert_eq!(message.exchange, app.events_exchange);
+    assert_eq!(message.delivery_mode, Some(2), "persistent");
+    let event_id: Uuid = sqlx::query_scalar("SELECT id FROM outbox").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(message.message_id, Some(event_id.to_string()), "message_id is the outbox row id");
+    let traceparent = message.header("traceparent").and_then(Value::as_str).expect("a traceparent header");
+    assert_eq!(shared::TraceContext::parse(traceparent).unwrap().trace_id(), trace_id, "the request's trace goes on");
+
+    wait_until_drained(&app).await;
+    probe.assert_empty(queue).await;
+}
+
+#[tokio::test]
+async fn signup_works_while_the_broker_is_down_and_the_event_follows_its_return() {
+    let broker_url = tests::amqp_url().await;
+    let proxy = ChaosProxy::in_front_of(&broker_url).await;
+    let proxied = proxy.url_for(&broker_url);
+    let app = TestApp::spawn_with(|config| config.amqp_url = proxied.into()).await;
+    let Subscription { probe, queue, .. } = &subscribe(&app).await;
+    app.wait_ready(StatusCode::OK).await;
+
+    proxy.cut().await;
+    app.wait_ready(StatusCode::SERVICE_UNAVAILABLE).await;
+    let user = app.create_user("ada@example.com", "Ada").await;
+
+    assert_eq!(unpublished(&app).await, 1, "the event waits in the outbox");
+    probe.assert_empty(queue).await;
+
+    proxy.restore();
+
+    let message = probe.wait_for_message(queue, DEADLINE).await;
+    assert_eq!(message.json()["data"], user);
+    wait_until_drained(&app).await;
+    probe.assert_empty(queue).await;
+}
+
+#[tokio::test]
+async fn shutdown_flushes_what_the_last_requests_wrote() {
+    let mut app = TestApp::spawn().await;
+    let Subscription { probe, queue, .. } = &subscribe(&app).await;
+    app.wait_ready(StatusCode::OK).await;
+    for i in 0..5 {
+        app.create_user(&format!("user{i}@example.com"), "User").await;
+    }
+
+    app.stop().await;
+
+    assert_eq!(unpublished(&app).await, 0, "stopped() resolved with everything published");
+    assert_eq!(probe.message_count(queue).await, 5);
+}
+
+/// An outbox with `rows` user.created events and a relay factory over it.
+struct OutboxFixture {
+    db: TestDb,
+    pool: sqlx::PgPool,
+    broker_url: String,
+    exchange: String,
+    stop: CancellationToken,
+}
+
+impl OutboxFixture {
+    async fn with_rows(rows: usize) -> OutboxFixture {
+        let db = TestDb::create().await;
+        let pool = db.pool().await;
+        db::migrate(&pool).await.unwrap();
+        let mut transaction = pool.begin().await.unwrap();
+        for i in 0..rows {
+            let event = UserCreated {
+                id: Uuid::new_v4(),
+                email: format!("user{i}@example.com"),
+                name: format!("User {i}"),
+                created_at: chrono::Utc::now(),
+            };
+            outbox::enqueue(&mut transaction, Uuid::new_v4(), &event, None).await.unwrap();
+        }
+        transaction.commit().await.unwrap();
+        OutboxFixture {
+            db,
+            pool,
+            broker_url: tests::amqp_url().await,
+            exchange: unique("auth_test_events"),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// A relay with a broker connection of its own (as another instance would have).
+    async fn relay(&self, batch_size: u32) -> Relay {
+        let broker = BrokerConfig::new(&self.broker_url, "auth-test-relay");
+        let client = Client::start(ClientConfig::new(broker).events_exchange(&self.exchange), self.stop.clone());
+        assert!(client.wait_connected(Duration::from_secs(10)).await);
+        let pool = self.db.pool().await;
+        Relay::new(pool, client, Arc::new(Notify::new()), batch_size, Duration::from_secs(5))
+    }
+
+    async fn subscribe(&self) -> Subscription {
+        Subscription::new(&self.broker_url, &self.exchange).await
+    }
+}
+
+impl Drop for OutboxFixture {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        delete_broker_objects(self.broker_url.clone(), vec![], Some(self.exchange.clone()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_over_one_outbox_never_publish_a_row_twice() {
+    const ROWS: usize = 200;
+    let fixture = OutboxFixture::with_rows(ROWS).await;
+    let Subscription { probe, queue, .. } = &fixture.subscribe().await;
+    let (first, second) = (fixture.relay(5).await, fixture.relay(5).await);
+
+    let (a, b) = tokio::join!(
+        tokio::spawn(async move { first.drain().await }),
+        tokio::spawn(async move { second.drain().await })
+    );
+    let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
+
+    assert_eq!(a + b, ROWS, "together they published every row once (first {a}, second {b})");
+    let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(&fixture.pool)
+        .await
+        .unwrap();
+    assert_eq!(unpublished, 0);
+    let mut ids = HashSet::new();
+    tests::eventually(DEADLINE, || async {
+        let count = probe.message_count(queue).await as usize;
+        if count == ROWS { Ok(()) } else { Err(count) }
+    })
+    .await;
+    while let Some(message) = probe.get(queue).await {
+        assert!(ids.insert(message.message_id.unwrap()), "a row was published twice");
+    }
+    assert_eq!(ids.len(), ROWS);
+}
+
+#[tokio::test]
+async fn rows_another_relay_holds_are_skipped_not_published_again() {
+    let fixture = OutboxFixture::with_rows(3).await;
+    let Subscription { probe, queue, .. } = &fixture.subscribe().await;
+    let relay = fixture.relay(10).await;
+
+    // Another instance is in the middle of publishing two of the rows.
+    let mut other = fixture.pool.begin().await.unwrap();
+    let held = outbox::claim(&mut other, 2).await.unwrap();
+    assert_eq!(held.len(), 2);
+
+    assert_eq!(relay.drain().await.unwrap(), 1, "only the free row");
+    let message = probe.wait_for_message(queue, DEADLINE).await;
+    assert!(held.iter().all(|row| Some(row.id.to_string()) != message.message_id));
+
+    // The other instance fails and rolls back: its rows become available again.
+    other.rollback().await.unwrap();
+    assert_eq!(relay.drain().await.unwrap(), 2);
+    tests::eventually(DEADLINE, || async {
+        let count = probe.message_count(queue).await;
+        if count == 2 { Ok(()) } else { Err(count) }
+    })
+    .await;
+}
