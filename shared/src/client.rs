@@ -22,8 +22,9 @@ use lapin::{
     options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions},
     types::FieldTable,
 };
+use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -123,6 +124,9 @@ struct Inner {
     link: RwLock<Option<Link>>,
     pending: Mutex<HashMap<String, Pending>>,
     connected: watch::Sender<bool>,
+    /// Set when a channel of the link died on its own (the broker can close one channel and
+    /// keep the connection): the supervisor then rebuilds the whole link.
+    relink: Notify,
 }
 
 /// The channels of one live connection.
@@ -164,7 +168,13 @@ impl Client {
     /// use [`Client::wait_connected`] at startup when that matters.
     pub fn start(config: ClientConfig, shutdown: CancellationToken) -> Self {
         let (connected, _) = watch::channel(false);
-        let inner = Arc::new(Inner { config, link: RwLock::new(None), pending: Mutex::default(), connected });
+        let inner = Arc::new(Inner {
+            config,
+            link: RwLock::new(None),
+            pending: Mutex::default(),
+            connected,
+            relink: Notify::new(),
+        });
         tokio::spawn(supervise(Arc::clone(&inner), shutdown));
         Self { inner }
     }
@@ -172,6 +182,11 @@ impl Client {
     /// Whether the client currently has a live link to the broker.
     pub fn is_connected(&self) -> bool {
         *self.inner.connected.borrow()
+    }
+
+    /// A receiver of the connected flag, for readiness endpoints (`ops::Readiness::flag`).
+    pub fn readiness(&self) -> watch::Receiver<bool> {
+        self.inner.connected.subscribe()
     }
 
     /// Waits until the client is connected, up to `deadline`; returns whether it is.
@@ -187,14 +202,22 @@ impl Client {
 
     /// [`Client::send`] with per-call options.
     pub async fn send_with<R: Request>(&self, request: &R, options: SendOptions) -> Result<R::Response, RpcError> {
-        let data = serde_json::to_value(request).map_err(RpcError::Encode)?;
-        let response = self.send_raw(&R::pattern(), &data, options).await?;
+        let response = self.send_data(&R::pattern(), request, options).await?;
         serde_json::from_value(response)
             .map_err(|source| RpcError::Decode { pattern: R::PATTERN.to_owned(), source: DecodeError::Type(source) })
     }
 
     /// The untyped request path, for tools and patterns without a Rust contract.
     pub async fn send_raw(&self, pattern: &Value, data: &Value, options: SendOptions) -> Result<Value, RpcError> {
+        self.send_data(pattern, data, options).await
+    }
+
+    async fn send_data<T: Serialize + ?Sized>(
+        &self,
+        pattern: &Value,
+        data: &T,
+        options: SendOptions,
+    ) -> Result<Value, RpcError> {
         let config = &self.inner.config;
         let timeout = options.timeout.unwrap_or(config.timeout);
         let queue = options.queue.or_else(|| config.queue.clone()).unwrap_or_default();
@@ -245,12 +268,20 @@ impl Client {
 
     /// [`Client::emit`] with per-call options (target, event id, trace).
     pub async fn emit_with<E: Event>(&self, event: &E, options: EmitOptions) -> Result<(), EmitError> {
-        let data = serde_json::to_value(event).map_err(EmitError::Encode)?;
-        self.emit_raw(&pattern_value(E::PATTERN), &data, options).await
+        self.emit_data(&pattern_value(E::PATTERN), event, options).await
     }
 
     /// The untyped event path. Returns once the broker confirmed the persistent message.
     pub async fn emit_raw(&self, pattern: &Value, data: &Value, options: EmitOptions) -> Result<(), EmitError> {
+        self.emit_data(pattern, data, options).await
+    }
+
+    async fn emit_data<T: Serialize + ?Sized>(
+        &self,
+        pattern: &Value,
+        data: &T,
+        options: EmitOptions,
+    ) -> Result<(), EmitError> {
         let body = serde_json::to_vec(&EventPacket { pattern, data }).map_err(EmitError::Encode)?;
         let target = options
             .target
@@ -278,7 +309,13 @@ impl Client {
         };
         let confirm = tokio::time::timeout(self.inner.config.confirm_timeout, confirmed)
             .await
-            .map_err(|_| EmitError::Unavailable { reason: "no confirm in time", source: None })??;
+            .map_err(|_| EmitError::Unavailable { reason: "no confirm in time", source: None })
+            .flatten()
+            .inspect_err(|_| {
+                if !link.events.status().connected() {
+                    self.inner.relink.notify_one();
+                }
+            })?;
         match confirm {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_)) => Err(EmitError::Unroutable { target: routing_key }),
@@ -367,6 +404,7 @@ async fn supervise(inner: Arc<Inner>, shutdown: CancellationToken) {
                     biased;
                     () = shutdown.cancelled() => None,
                     lost = read_replies(&inner, replies) => Some(lost),
+                    () = inner.relink.notified() => Some(None),
                 };
                 inner.set_link(None);
                 if lost.is_none() {

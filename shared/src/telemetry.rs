@@ -29,7 +29,7 @@ pub fn init(format: LogFormat) {
     let _ = match format {
         LogFormat::Pretty => registry.with(fmt::layer()).try_init(),
         LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false))
+            .with(fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(true))
             .try_init(),
     };
 }

@@ -118,17 +118,19 @@ impl Incoming {
 
 /// The body of a request as NestJS's `ClientProxy.send` writes it.
 #[derive(Debug, Serialize)]
-pub struct RequestPacket<'a> {
+pub struct RequestPacket<'a, T: ?Sized> {
     pub pattern: &'a Value,
-    pub data: &'a Value,
+    /// Serialised straight from the caller's type, so fields keep their declared order.
+    pub data: &'a T,
     pub id: &'a str,
 }
 
 /// The body of an event as NestJS's `ClientProxy.emit` writes it.
 #[derive(Debug, Serialize)]
-pub struct EventPacket<'a> {
+pub struct EventPacket<'a, T: ?Sized> {
     pub pattern: &'a Value,
-    pub data: &'a Value,
+    /// Serialised straight from the event's type, so fields keep their declared order.
+    pub data: &'a T,
 }
 
 /// Every reply shape a NestJS server produces, and that our server produces in turn.

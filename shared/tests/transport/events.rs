@@ -42,6 +42,21 @@ async fn emitted_events_are_persistent_nestjs_packets() {
     assert_eq!(message.delivery_mode, Some(2));
     assert!(message.message_id.is_some());
     assert!(message.correlation_id.is_none() && message.reply_to.is_none());
+
+    // A contract's fields go out in their declared order, as a NestJS peer writes them.
+    probe.bind(&observer, &fixture.exchange, "user.created").await;
+    let user = shared::contracts::UserCreated {
+        id: "4fb7e234-2daa-5fed-bdf6-93f8f482da80".parse().unwrap(),
+        email: "ada@example.com".into(),
+        name: "Ada".into(),
+        created_at: "2024-01-01T00:07:00Z".parse().unwrap(),
+    };
+    fixture.client.emit(&user).await.unwrap();
+    let message = probe.wait_for_message(&observer, DEADLINE).await;
+    assert_eq!(
+        String::from_utf8(message.body).unwrap(),
+        r#"{"pattern":"user.created","data":{"id":"4fb7e234-2daa-5fed-bdf6-93f8f482da80","email":"ada@example.com","name":"Ada","createdAt":"2024-01-01T00:07:00.000Z"}}"#
+    );
     probe.delete_queues(&[&observer]).await;
 }
 
