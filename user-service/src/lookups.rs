@@ -1,0 +1,115 @@
+//! Coalescing concurrent `get_user` reads into few queries.
+//!
+//! Each lookup costs Postgres a round trip (and the pool a health ping when the connection
+//! returns), and under load those round trips, not RabbitMQ, bound the service's throughput
+//! (BENCH.md). So lookups go through a queue served by one reader task, which takes every
+//! lookup waiting at that moment and answers them all with one `WHERE id = ANY($1)` query,
+//! on a connection it keeps between queries ([`crate::users::UsersReader`]).
+//! Nothing waits to fill a batch: an idle reader takes a lone lookup at once; batches form
+//! only while a query is running, i.e. exactly when the database is the bottleneck, and they
+//! grow with the load. One reader gave the best throughput at concurrency 16 and 64 (at 1
+//! it makes no difference): more readers run more, smaller queries.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use shared::contracts::User;
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+use uuid::Uuid;
+
+use crate::users::{DbError, Users};
+
+/// The most lookups one query answers, which bounds its parameter array and its result.
+const MAX_BATCH: usize = 256;
+/// Lookups waiting for the reader; the handlers' prefetch keeps the real number far lower.
+const QUEUE_CAPACITY: usize = 4096;
+
+/// A cheap-to-clone handle for reading profiles by id.
+///
+/// Every [`UserLookups::find`] answers within the database timeout, queueing included. The
+/// reader stops once every handle is dropped, after answering what was queued.
+#[derive(Debug, Clone)]
+pub struct UserLookups {
+    queue: mpsc::Sender<Lookup>,
+    timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Lookup {
+    id: Uuid,
+    reply: oneshot::Sender<Result<Option<User>, Arc<DbError>>>,
+}
+
+/// Why a lookup has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// The query of the batch this lookup was part of failed.
+    #[error("reading the users failed")]
+    Read(#[source] Arc<DbError>),
+    /// No answer came within the database timeout.
+    #[error("no answer from the database within {0:?}")]
+    TimedOut(Duration),
+    /// The reader has stopped (the service is shutting down).
+    #[error("the user reader has stopped")]
+    Stopped,
+}
+
+impl UserLookups {
+    /// Starts the reader on `users`; each lookup may wait at most `timeout` for its answer.
+    pub fn start(users: &Users, timeout: Duration) -> (Self, JoinHandle<()>) {
+        let (queue, waiting) = mpsc::channel(QUEUE_CAPACITY);
+        (Self { queue, timeout }, tokio::spawn(read(users.clone(), waiting)))
+    }
+
+    /// The profile of user `id`, if the projection has it.
+    pub async fn find(&self, id: Uuid) -> Result<Option<User>, LookupError> {
+        let (reply, answer) = oneshot::channel();
+        let asked = async {
+            self.queue.send(Lookup { id, reply }).await.map_err(|_| LookupError::Stopped)?;
+            answer.await.map_err(|_| LookupError::Stopped)?.map_err(LookupError::Read)
+        };
+        tokio::time::timeout(self.timeout, asked).await.unwrap_or(Err(LookupError::TimedOut(self.timeout)))
+    }
+}
+
+/// The reader: takes whatever is queued, answers it with one query, until every handle is gone.
+async fn read(users: Users, mut waiting: mpsc::Receiver<Lookup>) {
+    let mut reader = users.reader();
+    while let Some(batch) = next_batch(&mut waiting).await {
+        // Callers that gave up meanwhile need no answer.
+        let batch: Vec<Lookup> = batch.into_iter().filter(|lookup| !lookup.reply.is_closed()).collect();
+        if batch.is_empty() {
+            continue;
+        }
+        let ids: Vec<Uuid> = batch.iter().map(|lookup| lookup.id).collect();
+        match reader.find_many(&ids).await {
+            Ok(found) => {
+                let found: HashMap<Uuid, User> = found.into_iter().map(|user| (user.id, user)).collect();
+                for lookup in batch {
+                    let _gone = lookup.reply.send(Ok(found.get(&lookup.id).cloned()));
+                }
+            }
+            Err(error) => {
+                let error = Arc::new(error);
+                for lookup in batch {
+                    let _gone = lookup.reply.send(Err(Arc::clone(&error)));
+                }
+            }
+        }
+    }
+}
+
+/// Waits for a lookup, then takes every other one already queued (up to [`MAX_BATCH`]).
+async fn next_batch(waiting: &mut mpsc::Receiver<Lookup>) -> Option<Vec<Lookup>> {
+    let first = waiting.recv().await?;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match waiting.try_recv() {
+            Ok(lookup) => batch.push(lookup),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}

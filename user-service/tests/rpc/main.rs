@@ -1,0 +1,11 @@
+//! user-service against real RabbitMQ and Postgres: each test starts the service in-process
+//! (`App::build`, as the binary does) on a fresh database and queue names of its own.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod get_user;
+mod nest;
+mod ops;
+mod outage;
+mod projection;
+mod shutdown;
+mod support;
