@@ -128,7 +128,12 @@ fn log_exception(exception: &RpcException) -> &'static str {
         tracing::error!(error = %cause, "request handler failed");
         "error"
     } else {
-        tracing::info!(err = %exception.error(), "request answered with an error");
+        match exception.source() {
+            Some(source) => {
+                tracing::info!(err = %exception.error(), cause = %chain(source), "request answered with an error")
+            }
+            None => tracing::info!(err = %exception.error(), "request answered with an error"),
+        }
         "rejected"
     }
 }
