@@ -12,13 +12,13 @@ pub struct Mail {
 
 /// Where the tests read mail from.
 pub enum Mailbox {
-    Sink(tests::smtp::SmtpSink),
+    Sink(Box<tests::smtp::SmtpSink>),
     Mailpit { api: String, http: reqwest::Client },
 }
 
 impl Mailbox {
     pub fn sink(sink: tests::smtp::SmtpSink) -> Self {
-        Self::Sink(sink)
+        Self::Sink(Box::new(sink))
     }
 
     pub fn mailpit(api: String) -> Self {
