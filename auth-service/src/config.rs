@@ -145,16 +145,12 @@ impl Config {
     }
 }
 
-/// The address the `healthcheck` subcommand probes: `HTTP_ADDR`'s port on loopback (a
-/// wildcard bind address is not something to connect to). Reads nothing else, so it works
-/// without the secrets the service itself needs.
+/// The address the `healthcheck` subcommand probes: `HTTP_ADDR` (`ops::healthcheck` reaches a
+/// wildcard bind over loopback). Reads nothing else, so it works without the secrets the
+/// service itself needs.
 pub fn healthcheck_addr() -> Result<SocketAddr, ConfigError> {
     let env = Env(|var: &str| std::env::var(var).ok().filter(|value| !value.trim().is_empty()));
-    let mut addr: SocketAddr = env.parse("HTTP_ADDR", "0.0.0.0:3000".parse().ok())?;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    Ok(addr)
+    env.parse("HTTP_ADDR", "0.0.0.0:3000".parse().ok())
 }
 
 fn jwt_secret(env: &Env<impl Fn(&str) -> Option<String>>, dev: bool) -> Result<SecretString, ConfigError> {

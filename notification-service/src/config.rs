@@ -116,19 +116,6 @@ impl Config {
             shutdown_grace: vars.millis("SHUTDOWN_GRACE_MS", DEFAULT_SHUTDOWN_GRACE_MS)?,
         })
     }
-
-    /// Where the `healthcheck` subcommand finds the ops port: an unspecified bind address
-    /// (`0.0.0.0`, `::`) is reached through loopback.
-    pub fn healthcheck_addr(&self) -> SocketAddr {
-        let mut addr = self.ops_addr;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(match addr {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        addr
-    }
 }
 
 /// The variable source with the parsing rules every field shares.
@@ -194,7 +181,6 @@ mod tests {
         assert_eq!(config.prefetch, 16);
         assert_eq!(config.database_max_connections, 18);
         assert_eq!(config.retry.max_attempts, 8);
-        assert_eq!(config.healthcheck_addr().to_string(), "127.0.0.1:9090");
     }
 
     #[test]

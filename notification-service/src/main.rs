@@ -9,7 +9,7 @@ use shared::{ops, shutdown, telemetry};
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env().context("invalid configuration")?;
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {
-        let healthy = ops::healthcheck(config.healthcheck_addr()).await;
+        let healthy = ops::healthcheck(config.ops_addr).await;
         std::process::exit(if healthy { 0 } else { 1 });
     }
     telemetry::init(config.log_format);

@@ -124,8 +124,11 @@ pub async fn serve(
 }
 
 /// The `healthcheck` subcommand of every binary: GET `/healthz` on the local port, for
-/// container health checks on an image without curl. Returns whether it answered 200.
-pub async fn healthcheck(addr: SocketAddr) -> bool {
+/// container health checks on an image without curl. `bound` is the address the service
+/// binds; a wildcard one (`0.0.0.0`, `::`) is reached over loopback. Returns whether it
+/// answered 200.
+pub async fn healthcheck(bound: SocketAddr) -> bool {
+    let addr = probe_addr(bound);
     let probe = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
@@ -134,4 +137,29 @@ pub async fn healthcheck(addr: SocketAddr) -> bool {
         Ok::<bool, std::io::Error>(head.starts_with(b"HTTP/1.0 200") || head.starts_with(b"HTTP/1.1 200"))
     };
     matches!(tokio::time::timeout(CHECK_TIMEOUT, probe).await, Ok(Ok(true)))
+}
+
+/// Where to connect to reach a port bound on `bound`: a wildcard bind is not an address to
+/// connect to, its loopback counterpart is.
+fn probe_addr(mut bound: SocketAddr) -> SocketAddr {
+    if bound.ip().is_unspecified() {
+        bound.set_ip(match bound {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    bound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_binds_are_probed_over_loopback() {
+        let probe = |addr: &str| probe_addr(addr.parse().unwrap()).to_string();
+        assert_eq!(probe("0.0.0.0:9090"), "127.0.0.1:9090");
+        assert_eq!(probe("[::]:9090"), "[::1]:9090");
+        assert_eq!(probe("10.0.0.7:3000"), "10.0.0.7:3000");
+    }
 }
