@@ -1,6 +1,8 @@
 //! Request/response throughput and latency of our client → our server (a trivial handler)
 //! against a raw lapin ping-pong over direct reply-to, measured in the same run on the same
-//! broker. Run: `cargo bench -p shared --bench rpc` (`BENCH_SECONDS` per point, default 5).
+//! broker. Run: `cargo bench -p shared --bench rpc`. `BENCH_SECONDS` (default 10) is the
+//! measured time per side and concurrency, taken in alternating one-second slices;
+//! `BENCH_CONCURRENCY` (e.g. `64` or `1,64`) picks the concurrencies (default 1, 16, 64).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
@@ -23,6 +25,8 @@ use tokio::sync::oneshot;
 
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 const PREFETCH: u16 = 64;
+/// The length of one slice of an interleaved measurement.
+const SLICE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Ping {
@@ -43,51 +47,80 @@ async fn pong(ping: Ping) -> Result<Pong, RpcException> {
     Ok(Pong { n: ping.n })
 }
 
-/// One measured point.
+/// One measured point: requests per second and latency percentiles.
+#[derive(Default)]
 struct Point {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
+    requests: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    /// CPU time this process (client and server together) spent during the slices.
+    cpu: Duration,
 }
 
-/// Runs `concurrency` callers of `call` for a warm-up and then `duration`.
-async fn measure<F, Fut>(concurrency: usize, duration: Duration, call: F) -> Point
+impl Point {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn at(&self, q: f64) -> Duration {
+        self.latencies[((self.latencies.len() as f64 * q) as usize).min(self.latencies.len() - 1)]
+    }
+
+    /// This process's CPU time per request, in microseconds.
+    fn cpu_per_request(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.requests as f64
+    }
+
+    fn absorb(&mut self, other: Point) {
+        self.cpu += other.cpu;
+        self.requests += other.requests;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+        self.latencies.sort();
+    }
+}
+
+/// Runs `concurrency` callers of `call` back to back for `span`.
+async fn measure<F, Fut>(concurrency: usize, span: Duration, call: F) -> Point
 where
     F: Fn(u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send,
 {
-    let run = |span: Duration| {
-        let call = call.clone();
-        async move {
-            let stop = Instant::now() + span;
-            let workers = (0..concurrency).map(|worker| {
-                let call = call.clone();
-                tokio::spawn(async move {
-                    let mut latencies = Vec::new();
-                    let mut n = worker as u64 * 1_000_000_000;
-                    while Instant::now() < stop {
-                        let started = Instant::now();
-                        call(n).await;
-                        latencies.push(started.elapsed());
-                        n += 1;
-                    }
-                    latencies
-                })
-            });
-            let mut all = Vec::new();
-            for worker in futures::future::join_all(workers).await {
-                all.extend(worker.unwrap());
-            }
-            all
-        }
-    };
-    run(Duration::from_secs(1)).await;
+    let cpu_before = process_cpu();
     let started = Instant::now();
-    let mut latencies = run(duration).await;
+    let stop = started + span;
+    let workers = (0..concurrency).map(|worker| {
+        let call = call.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = worker as u64 * 1_000_000_000;
+            while Instant::now() < stop {
+                let sent = Instant::now();
+                call(n).await;
+                latencies.push(sent.elapsed());
+                n += 1;
+            }
+            latencies
+        })
+    });
+    let mut latencies = Vec::new();
+    for worker in futures::future::join_all(workers).await {
+        latencies.extend(worker.unwrap());
+    }
+    // Calls finishing after `stop` count, so the span ends with the last of them.
     let elapsed = started.elapsed();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Point { rps: latencies.len() as f64 / elapsed.as_secs_f64(), p50: at(0.50), p99: at(0.99) }
+    Point { requests: latencies.len(), elapsed, latencies, cpu: process_cpu().saturating_sub(cpu_before) }
+}
+
+/// User + system CPU time of this process so far (Linux `/proc`; zero elsewhere).
+fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return Duration::ZERO };
+    // Fields after the `(comm)`: state is field 3, utime 14 and stime 15 (in clock ticks).
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    // The kernel reports in USER_HZ, 100 on every Linux platform Rust targets.
+    Duration::from_millis(ticks * 10)
 }
 
 /// The baseline: a raw lapin responder (echoes the body, acks after replying, same prefetch)
@@ -156,8 +189,12 @@ fn micros(duration: Duration) -> String {
 #[tokio::main]
 async fn main() {
     let url = tests::amqp_url().await;
-    let seconds = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let duration = Duration::from_secs(seconds);
+    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let slices = (Duration::from_secs(seconds).as_millis() / SLICE.as_millis()).max(1);
+    let concurrencies: Vec<usize> = std::env::var("BENCH_CONCURRENCY")
+        .ok()
+        .map(|list| list.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+        .unwrap_or_else(|| CONCURRENCY.to_vec());
     let shutdown = CancellationToken::new();
 
     let ours_queue = tests::unique("bench_ours");
@@ -176,12 +213,12 @@ async fn main() {
     let (raw_channel, waiters) = raw_caller(&url).await;
 
     println!(
-        "| concurrency | raw lapin req/s | ours req/s | ours/raw | raw p50 | ours p50 | p50 ratio | raw p99 | ours p99 |"
+        "| concurrency | raw lapin req/s | ours req/s | ours/raw | raw p50 | ours p50 | p50 ratio | raw p99 | ours p99 | raw CPU/req | ours CPU/req |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for concurrency in CONCURRENCY {
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for concurrency in concurrencies {
         let (channel, waiters, queue) = (raw_channel.clone(), Arc::clone(&waiters), raw_queue.clone());
-        let raw = measure(concurrency, duration, move |n| {
+        let raw_call = move |n: u64| {
             let (channel, waiters, queue) = (channel.clone(), Arc::clone(&waiters), queue.clone());
             async move {
                 let id = format!("{n:x}");
@@ -203,27 +240,36 @@ async fn main() {
                     .unwrap();
                 rx.await.unwrap();
             }
-        })
-        .await;
+        };
         let caller = client.clone();
-        let ours = measure(concurrency, duration, move |n| {
+        let our_call = move |n: u64| {
             let caller = caller.clone();
             async move {
                 let pong = caller.send(&Ping { n }).await.unwrap();
                 assert_eq!(pong.n, n);
             }
-        })
-        .await;
+        };
+        // Warm both paths up, then alternate one-second slices of each so that both sides of
+        // the ratio see the same background load on a shared machine.
+        measure(concurrency, SLICE, raw_call.clone()).await;
+        measure(concurrency, SLICE, our_call.clone()).await;
+        let (mut raw, mut ours) = (Point::default(), Point::default());
+        for _ in 0..slices {
+            raw.absorb(measure(concurrency, SLICE, raw_call.clone()).await);
+            ours.absorb(measure(concurrency, SLICE, our_call.clone()).await);
+        }
         println!(
-            "| {concurrency} | {:.0} | {:.0} | {:.0} % | {} | {} | {:.2}× | {} | {} |",
-            raw.rps,
-            ours.rps,
-            100.0 * ours.rps / raw.rps,
-            micros(raw.p50),
-            micros(ours.p50),
-            ours.p50.as_secs_f64() / raw.p50.as_secs_f64(),
-            micros(raw.p99),
-            micros(ours.p99),
+            "| {concurrency} | {:.0} | {:.0} | {:.0} % | {} | {} | {:.2}× | {} | {} | {:.0} µs | {:.0} µs |",
+            raw.rps(),
+            ours.rps(),
+            100.0 * ours.rps() / raw.rps(),
+            micros(raw.at(0.50)),
+            micros(ours.at(0.50)),
+            ours.at(0.50).as_secs_f64() / raw.at(0.50).as_secs_f64(),
+            micros(raw.at(0.99)),
+            micros(ours.at(0.99)),
+            raw.cpu_per_request(),
+            ours.cpu_per_request(),
         );
     }
     shutdown.cancel();

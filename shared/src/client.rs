@@ -11,7 +11,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError, RwLock},
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -122,7 +125,12 @@ pub struct Client {
 struct Inner {
     config: ClientConfig,
     link: RwLock<Option<Link>>,
-    pending: Mutex<HashMap<String, Pending>>,
+    /// Calls waiting for their reply, by call number (see [`Inner::correlation_id`]).
+    pending: Mutex<HashMap<u64, Pending>>,
+    /// Correlation ids are this random prefix (unique per client) and a call number: unique
+    /// for the client's whole life, so a late reply can never be taken for a newer call's.
+    id_prefix: String,
+    next_call: AtomicU64,
     connected: watch::Sender<bool>,
     /// Set when a channel of the link died on its own (the broker can close one channel and
     /// keep the connection): the supervisor then rebuilds the whole link.
@@ -172,6 +180,8 @@ impl Client {
             config,
             link: RwLock::new(None),
             pending: Mutex::default(),
+            id_prefix: format!("{:016x}-", rand::random::<u64>()),
+            next_call: AtomicU64::new(1),
             connected,
             relink: Notify::new(),
         });
@@ -221,15 +231,17 @@ impl Client {
         let config = &self.inner.config;
         let timeout = options.timeout.unwrap_or(config.timeout);
         let queue = options.queue.or_else(|| config.queue.clone()).unwrap_or_default();
-        let pattern_text = wire::route_key(pattern);
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        // Only errors name the pattern: rendered then, not on every call.
+        let pattern_text = || wire::route_key(pattern);
+        let call = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
+        let id = self.inner.correlation_id(call);
         let body = serde_json::to_vec(&RequestPacket { pattern, data, id: &id }).map_err(RpcError::Encode)?;
 
         let link = self.link().ok_or(RpcError::Unavailable { reason: "not connected", source: None })?;
         let (reply, receiver) = oneshot::channel();
-        self.pending().insert(id.clone(), Pending { reply, last: None });
+        self.pending().insert(call, Pending { reply, last: None });
         // Removes the entry whatever happens below, so a late reply finds nothing to complete.
-        let _forget = Forget { inner: &self.inner, id: &id };
+        let _forget = Forget { inner: &self.inner, call };
 
         let mut headers = FieldTable::default();
         TraceContext::outgoing().inject(&mut headers);
@@ -246,16 +258,16 @@ impl Client {
             Ok(receiver.await)
         };
         match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => Err(RpcError::Timeout { pattern: pattern_text, timeout }),
+            Err(_) => Err(RpcError::Timeout { pattern: pattern_text(), timeout }),
             Ok(Err(error)) => Err(error),
             Ok(Ok(Err(_))) => Err(RpcError::Unavailable { reason: "client stopped", source: None }),
             Ok(Ok(Ok(Ok(value)))) => Ok(value),
             Ok(Ok(Ok(Err(error)))) => Err(match error {
                 PendingError::Remote(error) => {
-                    RpcError::Remote { pattern: pattern_text, error: crate::error::RemoteError(error) }
+                    RpcError::Remote { pattern: pattern_text(), error: crate::error::RemoteError(error) }
                 }
-                PendingError::NoHandler => RpcError::NoHandler { pattern: pattern_text },
-                PendingError::Decode(source) => RpcError::Decode { pattern: pattern_text, source },
+                PendingError::NoHandler => RpcError::NoHandler { pattern: pattern_text() },
+                PendingError::Decode(source) => RpcError::Decode { pattern: pattern_text(), source },
                 PendingError::Lost(source) => RpcError::Unavailable { reason: "connection lost", source },
             }),
         }
@@ -327,13 +339,13 @@ impl Client {
         self.inner.link.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
         self.inner.pending()
     }
 }
 
 impl Inner {
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -343,17 +355,32 @@ impl Inner {
         self.connected.send_replace(up);
     }
 
+    /// The correlation id (and packet `id`) of call number `call`.
+    fn correlation_id(&self, call: u64) -> String {
+        format!("{}{call:x}", self.id_prefix)
+    }
+
+    /// The call number a correlation id names, if it is one of this client's.
+    fn call_number(&self, correlation_id: &str) -> Option<u64> {
+        let number = correlation_id.strip_prefix(self.id_prefix.as_str())?;
+        u64::from_str_radix(number, 16).ok()
+    }
+
     /// Completes the pending call a reply belongs to; replies nobody waits for are dropped.
     fn deliver(&self, delivery: &Delivery) {
-        let Some(id) = delivery.properties.correlation_id().as_ref().map(|id| id.to_string()) else {
+        let Some(correlation_id) = delivery.properties.correlation_id().as_ref() else {
             tracing::debug!("dropped a reply without correlation id");
+            return;
+        };
+        let Some(id) = self.call_number(correlation_id.as_str()) else {
+            tracing::debug!(correlation_id = %correlation_id, "dropped a reply to an unknown correlation id");
             return;
         };
         // Parsed before taking the lock: the lock is shared by every concurrent caller.
         let reply = Reply::parse(&delivery.data);
         let mut pending = self.pending();
         let Some(entry) = pending.get_mut(&id) else {
-            tracing::debug!(correlation_id = %id, "dropped a late or unknown reply");
+            tracing::debug!(correlation_id = %correlation_id, "dropped a late or unknown reply");
             return;
         };
         let outcome = match reply {
@@ -383,12 +410,12 @@ impl Inner {
 
 struct Forget<'a> {
     inner: &'a Inner,
-    id: &'a str,
+    call: u64,
 }
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        self.inner.pending().remove(self.id);
+        self.inner.pending().remove(&self.call);
     }
 }
 
@@ -461,4 +488,31 @@ async fn read_replies(inner: &Inner, mut replies: lapin::Consumer) -> Option<lap
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn correlation_ids_are_unique_and_only_this_clients_parse_back() {
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let broker = BrokerConfig::new("amqp://127.0.0.1:1/%2f", "ids");
+        let (one, other) = (
+            Client::start(ClientConfig::new(broker.clone()), shutdown.clone()),
+            Client::start(ClientConfig::new(broker), shutdown),
+        );
+        let ids: Vec<String> = (1..=1000).map(|call| one.inner.correlation_id(call)).collect();
+        assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), ids.len());
+        for (call, id) in (1..=1000).zip(&ids) {
+            assert_eq!(one.inner.call_number(id), Some(call));
+            assert_eq!(other.inner.call_number(id), None, "another client's id must not match");
+        }
+        for junk in
+            ["", "abc", &format!("{}zz", one.inner.id_prefix), &format!("{}{}", one.inner.id_prefix, "1".repeat(40))]
+        {
+            assert_eq!(one.inner.call_number(junk), None, "{junk}");
+        }
+    }
 }

@@ -187,9 +187,10 @@ pub(crate) struct Shared<S> {
     config: ServerConfig,
 }
 
-/// The channels a handler task uses to answer.
-#[derive(Clone)]
-pub(crate) struct Outlet {
+/// The channels a handler task uses to answer; shared by the queue's handler tasks.
+pub(crate) type Outlet = Arc<Channels>;
+
+pub(crate) struct Channels {
     /// The consuming channel: acks and replies.
     pub channel: Channel,
     /// Publisher-confirm mode: retries and parking.
@@ -256,14 +257,16 @@ async fn serve<S: Clone + Send + Sync + 'static>(
                 }
                 return Ok(channels);
             }
-            Some(finished) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Err(error) = finished {
-                    tracing::error!(error = %error, "a handler task failed");
-                }
-            }
             next = consumers.next() => match next {
                 Some((_, outlet, Ok(delivery))) => {
                     tasks.spawn(consume::dispatch(Arc::clone(shared), outlet, delivery));
+                    // Finished tasks are collected here rather than by awaiting them, so that
+                    // a finishing handler never has to wake this loop.
+                    while let Some(finished) = tasks.try_join_next() {
+                        if let Err(error) = finished {
+                            tracing::error!(error = %error, "a handler task failed");
+                        }
+                    }
                 }
                 Some((index, _, Err(error))) => {
                     tracing::debug!(queue = %shared.listeners[index].queue, "consumer failed");
@@ -300,8 +303,8 @@ async fn consume_all<S>(
             )
             .await?;
         cancels.push((channel.clone(), consumer.tag()));
-        let outlet = Outlet { channel, confirms: confirms.clone(), queue: listener.queue.as_str().into() };
-        consumers.push(consumer.map(move |delivery| (index, outlet.clone(), delivery)).boxed());
+        let outlet = Arc::new(Channels { channel, confirms: confirms.clone(), queue: listener.queue.as_str().into() });
+        consumers.push(consumer.map(move |delivery| (index, Arc::clone(&outlet), delivery)).boxed());
     }
     Ok((consumers, cancels, confirms))
 }
