@@ -1,8 +1,10 @@
 //! The `outbox` table: events waiting to be published.
 //!
-//! [`enqueue`] runs inside the transaction that changes the state the event announces, so
-//! the event exists if and only if the change committed. It also queues a `NOTIFY` on
-//! [`CHANNEL`], which Postgres delivers at commit, so relays wake at once.
+//! An event is written in the same transaction as the state change it announces, so the
+//! event exists if and only if the change committed: [`enqueue`] inside the caller's
+//! transaction, or one statement doing both (signup: [`crate::credentials::insert_announced`]).
+//! Either also queues a `NOTIFY` on [`CHANNEL`], which Postgres delivers at commit, so relays
+//! wake at once.
 //!
 //! [`claim`] takes unpublished rows with `FOR UPDATE SKIP LOCKED`: while one relay holds a row
 //! (its transaction stays open while it publishes), other relays skip it, so two relays never
@@ -35,6 +37,24 @@ pub enum OutboxError {
     Database(#[source] sqlx::Error),
 }
 
+/// An event row ready to be written: what [`enqueue`] and
+/// [`crate::credentials::insert_announced`] put into the table.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: Uuid,
+    pub pattern: &'static str,
+    pub payload: serde_json::Value,
+    pub traceparent: Option<String>,
+}
+
+impl NewEvent {
+    /// `event` with id `id`, carrying the trace it was caused by.
+    pub fn new<E: Event + Serialize>(id: Uuid, event: &E, trace: Option<TraceContext>) -> Result<Self, OutboxError> {
+        let payload = serde_json::to_value(event).map_err(OutboxError::Encode)?;
+        Ok(Self { id, pattern: E::PATTERN, payload, traceparent: trace.map(|trace| trace.traceparent()) })
+    }
+}
+
 /// Writes `event` (with id `id` and the request's trace) into the outbox, in the caller's
 /// transaction, and asks Postgres to notify the relays at commit.
 pub async fn enqueue<E: Event + Serialize>(
@@ -43,16 +63,19 @@ pub async fn enqueue<E: Event + Serialize>(
     event: &E,
     trace: Option<TraceContext>,
 ) -> Result<(), OutboxError> {
-    let payload = serde_json::to_value(event).map_err(OutboxError::Encode)?;
-    sqlx::query("INSERT INTO outbox (id, pattern, payload, traceparent) VALUES ($1, $2, $3, $4)")
-        .bind(id)
-        .bind(E::PATTERN)
-        .bind(payload)
-        .bind(trace.map(|trace| trace.traceparent()))
-        .execute(&mut *connection)
-        .await
-        .map_err(OutboxError::Database)?;
-    sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(connection).await.map_err(OutboxError::Database)?;
+    let row = NewEvent::new(id, event, trace)?;
+    sqlx::query(
+        "WITH event AS (INSERT INTO outbox (id, pattern, payload, traceparent) VALUES ($1, $2, $3, $4)) \
+         SELECT pg_notify($5, '')",
+    )
+    .bind(row.id)
+    .bind(row.pattern)
+    .bind(row.payload)
+    .bind(row.traceparent)
+    .bind(CHANNEL)
+    .execute(connection)
+    .await
+    .map_err(OutboxError::Database)?;
     Ok(())
 }
 

@@ -19,10 +19,10 @@ use uuid::Uuid;
 
 use crate::{
     account::{Email, Password, UserName},
-    credentials,
+    credentials::{self, NewCredentials},
     error::{ApiError, FieldError, Problem},
     json::AppJson,
-    outbox,
+    outbox::NewEvent,
     state::AppState,
 };
 
@@ -128,11 +128,10 @@ pub async fn signup(
     let event =
         UserCreated { id, email: account.email.as_str().to_owned(), name: account.name.into_string(), created_at };
 
-    let mut transaction = state.db.begin().await?;
-    credentials::insert(&mut transaction, id, &account.email, &digest, created_at).await?;
     // The event id is a new UUID of its own: a user may get more events than this one.
-    outbox::enqueue(&mut transaction, Uuid::new_v4(), &event, Some(TraceContext::outgoing())).await?;
-    transaction.commit().await?;
+    let announcement = NewEvent::new(Uuid::new_v4(), &event, Some(TraceContext::outgoing()))?;
+    let account = NewCredentials { id, email: &account.email, digest: &digest, created_at };
+    credentials::insert_announced(&state.db, account, announcement).await?;
     state.outbox_wake.notify_one();
     metrics::counter!("signups_total").increment(1);
     tracing::info!(user_id = %id, "account created");
