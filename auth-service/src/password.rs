@@ -1,21 +1,27 @@
 //! argon2id password hashing, off the async runtime.
 //!
 //! Guarantees:
-//! - hashing and verifying run on Tokio's blocking pool, never on a worker thread, so a burst
-//!   of signups cannot stall unrelated requests;
-//! - at most `concurrency` of them run at once (a semaphore): each takes `m_cost` KiB, so an
+//! - hashing and verifying run on dedicated threads (`argon2-N`), never on a Tokio worker, so a
+//!   burst of signups cannot stall unrelated requests;
+//! - at most `concurrency` of them run at once (one per thread): each takes `m_cost` KiB, so an
 //!   unbounded burst would cost memory without adding throughput on a machine with few cores;
+//! - a thread that finishes a hash takes the next queued job at once, without a round trip
+//!   through the async runtime, so the hashing threads stay busy while work is queued;
+//! - a job whose caller went away (the HTTP client disconnected) is dropped, not hashed;
 //! - verifying an unknown account costs the same as verifying a known one: it runs against a
 //!   dummy hash made with the same parameters, so response time does not tell whether an
 //!   email is registered.
 
-use std::sync::Arc;
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex, PoisonError, mpsc},
+};
 
 use argon2::{
     Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier as _, Version,
     password_hash::{SaltString, rand_core::OsRng},
 };
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use crate::{account::Password, config::Argon2Params};
 
@@ -35,8 +41,10 @@ pub enum HashError {
     Params(#[source] argon2::Error),
     #[error("argon2 failed")]
     Argon2(#[source] argon2::password_hash::Error),
-    #[error("the hashing task did not finish")]
-    Task(#[source] tokio::task::JoinError),
+    #[error("a hashing thread could not be started")]
+    Spawn(#[source] std::io::Error),
+    #[error("the hashing job panicked")]
+    Panicked,
     #[error("the hasher is closed")]
     Closed,
 }
@@ -47,22 +55,27 @@ pub struct PasswordHasher {
     inner: Arc<Inner>,
 }
 
+/// A unit of work for the hashing threads.
+type Job = Box<dyn FnOnce() + Send>;
+
 struct Inner {
     params: Params,
-    permits: Semaphore,
+    /// The hashing threads' queue; they exit once every hasher handle is dropped.
+    jobs: mpsc::Sender<Job>,
     /// A hash of a random password, verified against when the account does not exist.
     dummy: PasswordDigest,
 }
 
 impl PasswordHasher {
-    /// Checks the parameters and computes the dummy hash (one hash's worth of time).
+    /// Checks the parameters, starts `concurrency` hashing threads and computes the dummy hash
+    /// (one hash's worth of time).
     pub async fn new(params: Argon2Params, concurrency: usize) -> Result<Self, HashError> {
         let params = Params::new(params.m_cost, params.t_cost, params.p_cost, None).map_err(HashError::Params)?;
+        let jobs = start_threads(concurrency.max(1))?;
         let random = uuid::Uuid::new_v4().to_string();
         let dummy_params = params.clone();
-        let dummy =
-            tokio::task::spawn_blocking(move || hash_with(&dummy_params, &random)).await.map_err(HashError::Task)??;
-        Ok(Self { inner: Arc::new(Inner { params, permits: Semaphore::new(concurrency.max(1)), dummy }) })
+        let dummy = submit(&jobs, move || hash_with(&dummy_params, &random)).await?;
+        Ok(Self { inner: Arc::new(Inner { params, jobs, dummy }) })
     }
 
     /// Hashes a new password with a fresh random salt.
@@ -84,9 +97,48 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = self.inner.permits.acquire().await.map_err(|_| HashError::Closed)?;
-        tokio::task::spawn_blocking(work).await.map_err(HashError::Task)?
+        submit(&self.inner.jobs, work).await
     }
+}
+
+/// Starts the hashing threads, all taking jobs from one queue.
+fn start_threads(count: usize) -> Result<mpsc::Sender<Job>, HashError> {
+    let (jobs, queue) = mpsc::channel::<Job>();
+    let queue = Arc::new(Mutex::new(queue));
+    for index in 0..count {
+        let queue = Arc::clone(&queue);
+        std::thread::Builder::new()
+            .name(format!("argon2-{index}"))
+            .spawn(move || {
+                loop {
+                    // The lock is held only while waiting for the next job, not while hashing.
+                    let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(mpsc::RecvError) => break,
+                    }
+                }
+            })
+            .map_err(HashError::Spawn)?;
+    }
+    Ok(jobs)
+}
+
+/// Queues `work` for the hashing threads and waits for its result.
+async fn submit<T: Send + 'static>(
+    jobs: &mpsc::Sender<Job>,
+    work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
+) -> Result<T, HashError> {
+    let (result, outcome) = oneshot::channel();
+    let job: Job = Box::new(move || {
+        if result.is_closed() {
+            return;
+        }
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or(Err(HashError::Panicked));
+        let _ = result.send(outcome);
+    });
+    jobs.send(job).map_err(|_| HashError::Closed)?;
+    outcome.await.map_err(|_| HashError::Closed)?
 }
 
 fn hash_with(params: &Params, password: &str) -> Result<PasswordDigest, HashError> {
@@ -132,6 +184,27 @@ mod tests {
     async fn unknown_accounts_never_verify() {
         let hasher = PasswordHasher::new(CHEAP, 1).await.unwrap();
         assert!(!hasher.verify(Password::offered(String::new()), None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn queued_jobs_all_finish_with_more_callers_than_threads() {
+        let hasher = PasswordHasher::new(CHEAP, 2).await.unwrap();
+        let digests = futures::future::join_all(
+            (0..16).map(|i| hasher.hash(Password::offered(format!("password {i}")))).collect::<Vec<_>>(),
+        )
+        .await;
+        let digests: Vec<PasswordDigest> = digests.into_iter().map(Result::unwrap).collect();
+        for (i, digest) in digests.into_iter().enumerate() {
+            assert!(hasher.verify(Password::offered(format!("password {i}")), Some(digest)).await.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_is_an_error_and_the_thread_keeps_serving() {
+        let hasher = PasswordHasher::new(CHEAP, 1).await.unwrap();
+        let panicked = hasher.run::<()>(|| panic!("boom")).await;
+        assert!(matches!(panicked, Err(HashError::Panicked)), "{panicked:?}");
+        assert!(hasher.hash(Password::offered("still working".into())).await.is_ok());
     }
 
     #[test]
