@@ -26,7 +26,7 @@ use lapin::{
     types::FieldTable,
 };
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -158,9 +158,10 @@ impl Link {
 }
 
 struct Pending {
-    reply: oneshot::Sender<Result<Value, PendingError>>,
+    /// The reply's `response` as raw JSON, decoded by the caller straight into its type.
+    reply: oneshot::Sender<Result<Box<RawValue>, PendingError>>,
     /// The latest item of a streamed reply; the stream's value once it is disposed.
-    last: Option<Value>,
+    last: Option<Box<RawValue>>,
 }
 
 enum PendingError {
@@ -213,13 +214,15 @@ impl Client {
     /// [`Client::send`] with per-call options.
     pub async fn send_with<R: Request>(&self, request: &R, options: SendOptions) -> Result<R::Response, RpcError> {
         let response = self.send_data(&R::pattern(), request, options).await?;
-        serde_json::from_value(response)
+        serde_json::from_str(response.get())
             .map_err(|source| RpcError::Decode { pattern: R::PATTERN.to_owned(), source: DecodeError::Type(source) })
     }
 
     /// The untyped request path, for tools and patterns without a Rust contract.
     pub async fn send_raw(&self, pattern: &Value, data: &Value, options: SendOptions) -> Result<Value, RpcError> {
-        self.send_data(pattern, data, options).await
+        let response = self.send_data(pattern, data, options).await?;
+        serde_json::from_str(response.get())
+            .map_err(|source| RpcError::Decode { pattern: wire::route_key(pattern), source: DecodeError::Type(source) })
     }
 
     async fn send_data<T: Serialize + ?Sized>(
@@ -227,7 +230,7 @@ impl Client {
         pattern: &Value,
         data: &T,
         options: SendOptions,
-    ) -> Result<Value, RpcError> {
+    ) -> Result<Box<RawValue>, RpcError> {
         let config = &self.inner.config;
         let timeout = options.timeout.unwrap_or(config.timeout);
         let queue = options.queue.or_else(|| config.queue.clone()).unwrap_or_default();
@@ -377,7 +380,7 @@ impl Inner {
             return;
         };
         // Parsed before taking the lock: the lock is shared by every concurrent caller.
-        let reply = Reply::parse(&delivery.data);
+        let reply = Reply::parse_raw(&delivery.data);
         let mut pending = self.pending();
         let Some(entry) = pending.get_mut(&id) else {
             tracing::debug!(correlation_id = %correlation_id, "dropped a late or unknown reply");
@@ -389,8 +392,10 @@ impl Inner {
                 return;
             }
             Ok(Reply::Success(value)) => Ok(value),
-            Ok(Reply::Disposed) => Ok(entry.last.take().unwrap_or(Value::Null)),
-            Ok(Reply::Error(error)) => Err(PendingError::Remote(error)),
+            Ok(Reply::Disposed) => Ok(entry.last.take().unwrap_or_else(|| RawValue::NULL.to_owned())),
+            Ok(Reply::Error(error)) => {
+                Err(PendingError::Remote(serde_json::from_str(error.get()).unwrap_or(Value::Null)))
+            }
             Ok(Reply::NoHandler { .. }) => Err(PendingError::NoHandler),
             Err(error) => Err(PendingError::Decode(error.into())),
         };

@@ -7,8 +7,8 @@
 //! form ([`route_key`]): object keys sorted recursively, compact JSON, and a string that parses
 //! as JSON routed like that JSON value.
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::{Deserialize, Deserializer, Serialize, de::IgnoredAny};
+use serde_json::{Value, value::RawValue};
 
 /// What a NestJS server answers when no message handler matches a request's pattern.
 pub const NO_HANDLER_MESSAGE: &str = "There is no matching message handler defined in the remote service.";
@@ -70,13 +70,58 @@ fn write_sorted(value: &Value, out: &mut String) {
     }
 }
 
-/// An incoming packet on a server queue, before routing.
-#[derive(Debug, Clone, PartialEq)]
+/// An incoming packet on a server queue, before routing. `data` stays raw JSON text until the
+/// handler's contract type reads it, so it is parsed once, straight into that type.
+#[derive(Debug, Clone)]
 pub enum Incoming {
     /// A request (`id` present): the sender waits for a [`Reply`].
-    Request { pattern: Value, data: Value, id: String },
+    Request { pattern: Value, data: Box<RawValue>, id: String },
     /// An event (no `id`): nobody waits for an answer.
-    Event { pattern: Value, data: Value },
+    Event { pattern: Value, data: Box<RawValue> },
+}
+
+/// The fields of a packet, borrowed from the body; `Some` also for a field that is `null`.
+#[derive(Deserialize)]
+struct PacketFields<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    pattern: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+}
+
+/// The fields of a reply, borrowed from the body; `Some` also for a field that is `null`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReplyFields<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    response: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    err: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    is_disposed: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+}
+
+/// A field that is there, `null` included (a plain `Option` reads `null` as absent).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+fn is_null(value: &RawValue) -> bool {
+    value.get() == "null"
+}
+
+/// Whether `body` is a JSON object: serde would also read a JSON array into a struct.
+fn is_object(body: &[u8]) -> bool {
+    body.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// A field's raw JSON as a value; cannot fail, the text was validated when it was read.
+fn to_value(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
 }
 
 /// Why a message on a server queue could not be read as a NestJS packet.
@@ -95,16 +140,22 @@ pub enum PacketError {
 impl Incoming {
     /// Reads a packet from a message body.
     pub fn parse(body: &[u8]) -> Result<Self, PacketError> {
-        let value: Value = serde_json::from_slice(body).map_err(PacketError::NotJson)?;
-        let Value::Object(mut map) = value else {
-            return Err(PacketError::NotAnObject);
-        };
-        let pattern = map.remove("pattern").ok_or(PacketError::MissingPattern)?;
-        let data = map.remove("data").unwrap_or(Value::Null);
-        match map.remove("id") {
-            None | Some(Value::Null) => Ok(Self::Event { pattern, data }),
-            Some(Value::String(id)) => Ok(Self::Request { pattern, data, id }),
-            Some(_) => Err(PacketError::InvalidId),
+        if !is_object(body) {
+            return Err(match serde_json::from_slice::<IgnoredAny>(body) {
+                Ok(_) => PacketError::NotAnObject,
+                Err(error) => PacketError::NotJson(error),
+            });
+        }
+        let fields: PacketFields = serde_json::from_slice(body).map_err(PacketError::NotJson)?;
+        let pattern = to_value(fields.pattern.ok_or(PacketError::MissingPattern)?);
+        let data = fields.data.unwrap_or(RawValue::NULL).to_owned();
+        match fields.id {
+            None => Ok(Self::Event { pattern, data }),
+            Some(id) if is_null(id) => Ok(Self::Event { pattern, data }),
+            Some(id) => match serde_json::from_str::<String>(id.get()) {
+                Ok(id) => Ok(Self::Request { pattern, data, id }),
+                Err(_) => Err(PacketError::InvalidId),
+            },
         }
     }
 
@@ -134,16 +185,18 @@ pub struct EventPacket<'a, T: ?Sized> {
 }
 
 /// Every reply shape a NestJS server produces, and that our server produces in turn.
+/// `T` holds the JSON of `response` and `err`: a [`Value`], or raw text ([`Reply::parse_raw`])
+/// for a reader that decodes it straight into a type of its own.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
+pub enum Reply<T = Value> {
     /// `{"response": R, "isDisposed": true}`
-    Success(Value),
+    Success(T),
     /// `{"err": E, "isDisposed": true}`: `E` is the `RpcException` error (object or string).
-    Error(Value),
+    Error(T),
     /// `{"id": I, "err": "There is no matching message handler …", "status": "error"}`
     NoHandler { id: String },
     /// `{"response": R}` without `isDisposed`: one item of a streamed reply, more follow.
-    Partial(Value),
+    Partial(T),
     /// `{"isDisposed": true}` alone: the end of a streamed reply.
     Disposed,
 }
@@ -173,22 +226,38 @@ impl Reply {
 
     /// Reads a reply body.
     pub fn parse(body: &[u8]) -> Result<Self, ReplyError> {
-        let value: Value = serde_json::from_slice(body).map_err(ReplyError::NotJson)?;
-        let Value::Object(mut map) = value else {
-            return Err(ReplyError::UnknownShape);
-        };
-        let disposed = matches!(map.get("isDisposed"), Some(Value::Bool(true)));
-        if let Some(err) = map.remove("err").filter(|err| !err.is_null()) {
-            return match (disposed, map.remove("id")) {
-                (false, Some(Value::String(id))) if err.as_str() == Some(NO_HANDLER_MESSAGE) => {
-                    Ok(Self::NoHandler { id })
-                }
-                _ => Ok(Self::Error(err)),
+        Ok(match Reply::parse_raw(body)? {
+            Reply::Success(response) => Self::Success(to_value(&response)),
+            Reply::Error(err) => Self::Error(to_value(&err)),
+            Reply::NoHandler { id } => Self::NoHandler { id },
+            Reply::Partial(response) => Self::Partial(to_value(&response)),
+            Reply::Disposed => Self::Disposed,
+        })
+    }
+}
+
+impl Reply<Box<RawValue>> {
+    /// Reads a reply body, keeping `response` and `err` as raw JSON text.
+    pub fn parse_raw(body: &[u8]) -> Result<Self, ReplyError> {
+        if !is_object(body) {
+            return Err(match serde_json::from_slice::<IgnoredAny>(body) {
+                Ok(_) => ReplyError::UnknownShape,
+                Err(error) => ReplyError::NotJson(error),
+            });
+        }
+        let fields: ReplyFields = serde_json::from_slice(body).map_err(ReplyError::NotJson)?;
+        let disposed = fields.is_disposed.is_some_and(|flag| flag.get() == "true");
+        if let Some(err) = fields.err.filter(|err| !is_null(err)) {
+            let no_handler =
+                !disposed && serde_json::from_str::<String>(err.get()).is_ok_and(|m| m == NO_HANDLER_MESSAGE);
+            return match fields.id.map(|id| serde_json::from_str::<String>(id.get())) {
+                Some(Ok(id)) if no_handler => Ok(Self::NoHandler { id }),
+                _ => Ok(Self::Error(err.to_owned())),
             };
         }
-        match (map.remove("response"), disposed) {
-            (Some(response), true) => Ok(Self::Success(response)),
-            (Some(response), false) => Ok(Self::Partial(response)),
+        match (fields.response, disposed) {
+            (Some(response), true) => Ok(Self::Success(response.to_owned())),
+            (Some(response), false) => Ok(Self::Partial(response.to_owned())),
             (None, true) => Ok(Self::Disposed),
             (None, false) => Err(ReplyError::UnknownShape),
         }
@@ -313,6 +382,18 @@ mod tests {
         assert!(matches!(Incoming::parse(event).unwrap(), Incoming::Event { .. }));
         assert!(matches!(Incoming::parse(b"nope"), Err(PacketError::NotJson(_))));
         assert!(matches!(Incoming::parse(br#"{"data":1}"#), Err(PacketError::MissingPattern)));
+        assert!(matches!(Incoming::parse(br#"[{"cmd":"x"},1,"id"]"#), Err(PacketError::NotAnObject)));
+        assert!(matches!(Incoming::parse(br#"{"pattern":"x","id":7}"#), Err(PacketError::InvalidId)));
+        let Incoming::Request { pattern, data, .. } = Incoming::parse(br#" {"pattern":null,"id":"1"}"#).unwrap() else {
+            panic!("a request")
+        };
+        assert_eq!((pattern, data.get()), (Value::Null, "null"));
+        let Incoming::Event { data, .. } =
+            Incoming::parse(br#"{"pattern":"e","data":{"a": [1, "\u00e9"]},"id":null}"#).unwrap()
+        else {
+            panic!("an event")
+        };
+        assert_eq!(data.get(), r#"{"a": [1, "\u00e9"]}"#);
     }
 
     #[test]
@@ -334,6 +415,19 @@ mod tests {
             Reply::NoHandler { id: "61a2afc5a24f312c86aad".into() }
         );
         assert!(Reply::parse(br#"{"foo":1}"#).is_err());
+        assert!(matches!(Reply::parse(b"[1]"), Err(ReplyError::UnknownShape)));
+        assert!(matches!(Reply::parse(b"{"), Err(ReplyError::NotJson(_))));
+        assert_eq!(Reply::parse(br#"{"response":null,"isDisposed":true}"#).unwrap(), Reply::Success(Value::Null));
+        assert_eq!(Reply::parse(br#"{"response":null}"#).unwrap(), Reply::Partial(Value::Null));
+        assert_eq!(Reply::parse(br#"{"err":null,"response":2,"isDisposed":true}"#).unwrap(), Reply::Success(2.into()));
+        assert_eq!(
+            Reply::parse(
+                br#"{"err":"There is no matching message handler defined in the remote service.","isDisposed":true}"#
+            )
+            .unwrap(),
+            Reply::Error(NO_HANDLER_MESSAGE.into()),
+            "a disposed error is an error reply, whatever its text"
+        );
     }
 
     #[test]

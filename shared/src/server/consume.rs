@@ -9,7 +9,7 @@ use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions},
 };
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
 use tracing::Instrument;
 
 use super::{MessageContext, Outlet, Shared, handler::Route};
@@ -75,12 +75,12 @@ async fn handle_request<S: Clone + Send + Sync + 'static>(
     outlet: &Outlet,
     delivery: &Delivery,
     context: MessageContext,
-    data: Value,
+    data: Box<RawValue>,
     id: &str,
 ) -> &'static str {
     let (body, outcome) = match shared.routes.get(&context.pattern) {
         Some(Route::Request(handler)) => {
-            let result = AssertUnwindSafe(handler(context, &shared.state, data)).catch_unwind().await;
+            let result = AssertUnwindSafe(handler(context, &shared.state, &data)).catch_unwind().await;
             match result {
                 Ok(Ok(body)) => (body, "ok"),
                 Ok(Err(exception)) => (error_body(&exception), log_exception(&exception)),
@@ -143,12 +143,12 @@ async fn handle_event<S: Clone + Send + Sync + 'static>(
     outlet: &Outlet,
     delivery: &Delivery,
     context: MessageContext,
-    data: Value,
+    data: Box<RawValue>,
 ) -> &'static str {
     let attempt = context.attempt;
     let failure = match shared.routes.get(&context.pattern) {
         Some(Route::Event(handler)) => {
-            match AssertUnwindSafe(handler(context, &shared.state, data)).catch_unwind().await {
+            match AssertUnwindSafe(handler(context, &shared.state, &data)).catch_unwind().await {
                 Ok(Ok(())) => {
                     ack(delivery).await;
                     return "ok";

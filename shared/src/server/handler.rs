@@ -11,7 +11,7 @@
 
 use std::{future::Future, pin::Pin};
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::extract::{FromMessage, MessageContext};
 use crate::{
@@ -83,9 +83,10 @@ impl_handlers!(T1);
 impl_handlers!(T1, T2);
 impl_handlers!(T1, T2, T3);
 
+/// A handler behind its contract: reads the raw `data` into the contract type, runs, encodes.
 type ErasedRequest<S> =
-    Box<dyn Fn(MessageContext, &S, Value) -> BoxFuture<Result<Vec<u8>, RpcException>> + Send + Sync>;
-type ErasedEvent<S> = Box<dyn Fn(MessageContext, &S, Value) -> BoxFuture<Result<(), EventFailure>> + Send + Sync>;
+    Box<dyn Fn(MessageContext, &S, &RawValue) -> BoxFuture<Result<Vec<u8>, RpcException>> + Send + Sync>;
+type ErasedEvent<S> = Box<dyn Fn(MessageContext, &S, &RawValue) -> BoxFuture<Result<(), EventFailure>> + Send + Sync>;
 
 /// A handler with its types erased, as the router stores it.
 pub(crate) enum Route<S> {
@@ -97,7 +98,7 @@ pub(crate) enum Route<S> {
 impl<S: Send + Sync + 'static> Route<S> {
     pub(crate) fn request<T, H: RequestHandler<S, T>>(handler: H) -> Self {
         Self::Request(Box::new(move |context, state, data| {
-            let request = match serde_json::from_value::<H::Request>(data) {
+            let request = match serde_json::from_str::<H::Request>(data.get()) {
                 Ok(request) => request,
                 Err(error) => {
                     let message = format!("invalid payload for {}: {error}", context.pattern);
@@ -113,7 +114,7 @@ impl<S: Send + Sync + 'static> Route<S> {
     }
 
     pub(crate) fn event<T, H: EventHandler<S, T>>(handler: H) -> Self {
-        Self::Event(Box::new(move |context, state, data| match serde_json::from_value::<H::Event>(data) {
+        Self::Event(Box::new(move |context, state, data| match serde_json::from_str::<H::Event>(data.get()) {
             Ok(event) => handler.call(context, state, event),
             Err(error) => Box::pin(async move { Err(EventFailure::permanent(InvalidPayload(error))) }),
         }))
