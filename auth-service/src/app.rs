@@ -94,7 +94,10 @@ impl App {
         let background = Background {
             pool: pool.clone(),
             relay: tokio::spawn(relay.run(relay_stop.clone())),
-            listener: tokio::spawn(relay::listen(pool.clone(), wake.clone(), relay_stop.clone())),
+            // The relay wakes on the outbox NOTIFY, which Postgres delivers at commit to every
+            // instance's listener; a second, in-process wake per signup would only make the
+            // relay scan again for a row it has already published.
+            listener: tokio::spawn(relay::listen(pool.clone(), wake, relay_stop.clone())),
             relay_stop,
             broker_stop,
         };
@@ -107,7 +110,6 @@ impl App {
             rpc: client,
             hasher,
             tokens: Arc::new(Tokens::new(&config.jwt_secret, config.jwt_ttl)),
-            outbox_wake: wake,
         };
         let router = routes::router(state, readiness, &limiter, config.body_limit);
         let server = tokio::spawn(async move {

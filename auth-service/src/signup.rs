@@ -132,7 +132,6 @@ pub async fn signup(
     let announcement = NewEvent::new(Uuid::new_v4(), &event, Some(TraceContext::outgoing()))?;
     let account = NewCredentials { id, email: &account.email, digest: &digest, created_at };
     credentials::insert_announced(&state.db, account, announcement).await?;
-    state.outbox_wake.notify_one();
     metrics::counter!("signups_total").increment(1);
     tracing::info!(user_id = %id, "account created");
 

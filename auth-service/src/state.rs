@@ -1,12 +1,11 @@
-//! What every handler can reach: the pool, the broker client, the hasher, the token keys and
-//! the relay's wake-up. Cheap to clone (handles and `Arc`s only).
+//! What every handler can reach: the pool, the broker client, the hasher and the token keys.
+//! Cheap to clone (handles and `Arc`s only).
 
 use std::sync::Arc;
 
 use axum::extract::FromRef;
 use shared::Client;
 use sqlx::PgPool;
-use tokio::sync::Notify;
 
 use crate::{password::PasswordHasher, token::Tokens};
 
@@ -16,8 +15,6 @@ pub struct AppState {
     pub rpc: Client,
     pub hasher: PasswordHasher,
     pub tokens: Arc<Tokens>,
-    /// Wakes this instance's outbox relay after a commit.
-    pub outbox_wake: Arc<Notify>,
 }
 
 impl FromRef<AppState> for Arc<Tokens> {
