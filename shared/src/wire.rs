@@ -32,6 +32,19 @@ pub fn route_key(pattern: &Value) -> String {
     }
 }
 
+/// [`route_key`] of a pattern given as raw JSON text. A plain string (no escapes, not JSON
+/// text itself) is its own key and needs no parsing.
+pub fn route_key_raw(pattern: &RawValue) -> String {
+    let text = pattern.get();
+    if let Some(inner) = text.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')) {
+        let container = matches!(inner.trim_start().as_bytes().first(), Some(b'{' | b'['));
+        if !inner.contains('\\') && !container {
+            return inner.to_owned();
+        }
+    }
+    route_key(&to_value(pattern))
+}
+
 fn render_sorted(value: &Value) -> String {
     let mut out = String::new();
     write_sorted(value, &mut out);
@@ -75,9 +88,9 @@ fn write_sorted(value: &Value, out: &mut String) {
 #[derive(Debug, Clone)]
 pub enum Incoming {
     /// A request (`id` present): the sender waits for a [`Reply`].
-    Request { pattern: Value, data: Box<RawValue>, id: String },
+    Request { pattern: Box<RawValue>, data: Box<RawValue>, id: String },
     /// An event (no `id`): nobody waits for an answer.
-    Event { pattern: Value, data: Box<RawValue> },
+    Event { pattern: Box<RawValue>, data: Box<RawValue> },
 }
 
 /// The fields of a packet, borrowed from the body; `Some` also for a field that is `null`.
@@ -147,7 +160,7 @@ impl Incoming {
             });
         }
         let fields: PacketFields = serde_json::from_slice(body).map_err(PacketError::NotJson)?;
-        let pattern = to_value(fields.pattern.ok_or(PacketError::MissingPattern)?);
+        let pattern = fields.pattern.ok_or(PacketError::MissingPattern)?.to_owned();
         let data = fields.data.unwrap_or(RawValue::NULL).to_owned();
         match fields.id {
             None => Ok(Self::Event { pattern, data }),
@@ -159,11 +172,16 @@ impl Incoming {
         }
     }
 
-    /// The pattern as sent.
-    pub fn pattern(&self) -> &Value {
+    /// The pattern as sent, raw JSON text.
+    pub fn pattern(&self) -> &RawValue {
         match self {
             Self::Request { pattern, .. } | Self::Event { pattern, .. } => pattern,
         }
+    }
+
+    /// The pattern's routing form ([`route_key`]).
+    pub fn route_key(&self) -> String {
+        route_key_raw(self.pattern())
     }
 }
 
@@ -373,6 +391,27 @@ mod tests {
     }
 
     #[test]
+    fn raw_patterns_route_like_parsed_ones() {
+        let patterns = [
+            r#""user.created""#,
+            r#""{\"role\":\"user\",\"cmd\":\"x\"}""#,
+            r#"" [1, {\"b\":1,\"a\":2}]""#,
+            r#""tab\there""#,
+            r#""42""#,
+            r#"{"role":"user","cmd":"x"}"#,
+            r#"{ "cmd" : "x" }"#,
+            "42",
+            "null",
+            "[2,1]",
+        ];
+        for text in patterns {
+            let raw: Box<RawValue> = serde_json::from_str(text).unwrap();
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(route_key_raw(&raw), route_key(&value), "{text}");
+        }
+    }
+
+    #[test]
     fn protocol_vectors_parse_into_the_right_packets() {
         let request = br#"{"pattern":{"cmd":"get_user"},"data":{"id":"4fb7e234-2daa-5fed-bdf6-93f8f482da80"},"id":"61a2afc5a24f312c86aad"}"#;
         assert!(
@@ -387,7 +426,7 @@ mod tests {
         let Incoming::Request { pattern, data, .. } = Incoming::parse(br#" {"pattern":null,"id":"1"}"#).unwrap() else {
             panic!("a request")
         };
-        assert_eq!((pattern, data.get()), (Value::Null, "null"));
+        assert_eq!((pattern.get(), data.get()), ("null", "null"));
         let Incoming::Event { data, .. } =
             Incoming::parse(br#"{"pattern":"e","data":{"a": [1, "\u00e9"]},"id":null}"#).unwrap()
         else {

@@ -33,8 +33,16 @@ pub(crate) async fn dispatch<S: Clone + Send + Sync + 'static>(
         Ok(incoming) => incoming,
         Err(error) => return reject_undecodable(&shared, &outlet, &delivery, &error).await,
     };
-    let pattern = wire::route_key(incoming.pattern());
-    let known = shared.routes.contains_key(&pattern);
+    // A pattern sent exactly in its routing form (as our clients and NestJS send single-key
+    // patterns) is found without parsing it; anything else is normalised first.
+    let (pattern, known) = match shared.routes.get_key_value(incoming.pattern().get()) {
+        Some((key, _)) => (key.clone(), true),
+        None => {
+            let key = incoming.route_key();
+            let known = shared.routes.contains_key(&key);
+            (key, known)
+        }
+    };
     let context = MessageContext::new(pattern, outlet.queue.to_string(), &delivery.properties, delivery.redelivered);
     let span = tracing::info_span!(
         "message",
