@@ -127,9 +127,40 @@ fn is_null(value: &RawValue) -> bool {
     value.get() == "null"
 }
 
-/// Whether `body` is a JSON object: serde would also read a JSON array into a struct.
-fn is_object(body: &[u8]) -> bool {
-    body.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'{')
+/// Why a body could not be read as a JSON object of fields.
+enum ObjectError {
+    NotJson(serde_json::Error),
+    NotAnObject,
+}
+
+/// Reads the fields of a JSON object body. Anything but an object is refused first: serde
+/// would also read a JSON array into a struct.
+fn read_object<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ObjectError> {
+    if body.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<IgnoredAny>(body) {
+            Ok(_) => ObjectError::NotAnObject,
+            Err(error) => ObjectError::NotJson(error),
+        });
+    }
+    serde_json::from_slice(body).map_err(ObjectError::NotJson)
+}
+
+impl From<ObjectError> for PacketError {
+    fn from(error: ObjectError) -> Self {
+        match error {
+            ObjectError::NotJson(error) => Self::NotJson(error),
+            ObjectError::NotAnObject => Self::NotAnObject,
+        }
+    }
+}
+
+impl From<ObjectError> for ReplyError {
+    fn from(error: ObjectError) -> Self {
+        match error {
+            ObjectError::NotJson(error) => Self::NotJson(error),
+            ObjectError::NotAnObject => Self::UnknownShape,
+        }
+    }
 }
 
 /// A field's raw JSON as a value; cannot fail, the text was validated when it was read.
@@ -153,13 +184,7 @@ pub enum PacketError {
 impl Incoming {
     /// Reads a packet from a message body.
     pub fn parse(body: &[u8]) -> Result<Self, PacketError> {
-        if !is_object(body) {
-            return Err(match serde_json::from_slice::<IgnoredAny>(body) {
-                Ok(_) => PacketError::NotAnObject,
-                Err(error) => PacketError::NotJson(error),
-            });
-        }
-        let fields: PacketFields = serde_json::from_slice(body).map_err(PacketError::NotJson)?;
+        let fields: PacketFields = read_object(body)?;
         let pattern = fields.pattern.ok_or(PacketError::MissingPattern)?.to_owned();
         let data = fields.data.unwrap_or(RawValue::NULL).to_owned();
         match fields.id {
@@ -257,13 +282,7 @@ impl Reply {
 impl Reply<Box<RawValue>> {
     /// Reads a reply body, keeping `response` and `err` as raw JSON text.
     pub fn parse_raw(body: &[u8]) -> Result<Self, ReplyError> {
-        if !is_object(body) {
-            return Err(match serde_json::from_slice::<IgnoredAny>(body) {
-                Ok(_) => ReplyError::UnknownShape,
-                Err(error) => ReplyError::NotJson(error),
-            });
-        }
-        let fields: ReplyFields = serde_json::from_slice(body).map_err(ReplyError::NotJson)?;
+        let fields: ReplyFields = read_object(body)?;
         let disposed = fields.is_disposed.is_some_and(|flag| flag.get() == "true");
         if let Some(err) = fields.err.filter(|err| !is_null(err)) {
             let no_handler =
