@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         return Ok(if ops::healthcheck(addr).await { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
     let config = Config::from_env().context("invalid configuration")?;
-    telemetry::init(config.log_format);
+    telemetry::init(config.log_format, &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
     let app = App::build(config, shutdown::signal()).await.context("auth-service failed to start")?;
     app.stopped().await;
     Ok(ExitCode::SUCCESS)

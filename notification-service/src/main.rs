@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
         let healthy = ops::healthcheck(config.ops_addr).await;
         std::process::exit(if healthy { 0 } else { 1 });
     }
-    telemetry::init(config.log_format);
+    telemetry::init(config.log_format, &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
     let app = App::build(config, shutdown::signal()).await.context("notification-service failed to start")?;
     app.run_until_stopped().await;
     Ok(())

@@ -14,13 +14,15 @@
 //! Modules by role: [`contracts`] (patterns and payload types), [`wire`] (the packet format),
 //! [`client`], [`server`], [`topology`] (queue and exchange names), [`retry`] (the failure
 //! policy), [`trace`] (W3C trace context over AMQP), plus the plumbing every service shares:
-//! [`connection`], [`ops`], [`telemetry`], [`shutdown`].
+//! [`connection`], [`config`] (every setting, declared once), [`startup`] (the binaries' `main`),
+//! [`ops`], [`telemetry`], [`shutdown`].
 //!
 //! What it guarantees beyond NestJS: acks after the handler finished, bounded prefetch,
 //! persistent and confirmed events, retries through delay queues then a dead-letter queue,
 //! reconnection without restarts, graceful shutdown, typed errors on every path.
 
 pub mod client;
+pub mod config;
 pub mod connection;
 pub mod contracts;
 pub mod error;
@@ -28,6 +30,7 @@ pub mod ops;
 pub mod retry;
 pub mod server;
 pub mod shutdown;
+pub mod startup;
 pub mod telemetry;
 pub mod topology;
 pub mod trace;

@@ -22,9 +22,13 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the global subscriber (once; later calls are no-ops). Default filter: `info`.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber (once; later calls are no-ops) with `filter` in
+/// `EnvFilter` syntax; an unreadable filter falls back to `info` with a warning.
+pub fn init(format: LogFormat, filter: &str) {
+    let (filter, bad_filter) = match EnvFilter::try_new(filter) {
+        Ok(filter) => (filter, None),
+        Err(error) => (EnvFilter::new("info"), Some(error)),
+    };
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Pretty => registry.with(fmt::layer()).try_init(),
@@ -32,4 +36,7 @@ pub fn init(format: LogFormat) {
             .with(fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(true))
             .try_init(),
     };
+    if let Some(error) = bad_filter {
+        tracing::warn!(error = %error, "RUST_LOG is not a valid filter; logging at info");
+    }
 }

@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         let healthy = ops::healthcheck(config.ops_addr).await;
         return Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
-    telemetry::init(config.log_format);
+    telemetry::init(config.log_format, &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
     let app = App::build(config, shutdown::signal()).await?;
     app.run_until_stopped().await;
     Ok(ExitCode::SUCCESS)

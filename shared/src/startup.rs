@@ -1,0 +1,79 @@
+//! The one `main` every service binary runs: parse the configuration (answering `healthcheck`
+//! before anything else is read), start logging, build and run the service until SIGTERM or
+//! SIGINT, and map the outcome to an exit code. No `process::exit` anywhere below it.
+
+use std::{error::Error, future::Future, process::ExitCode};
+
+use clap::{Args, FromArgMatches};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{self, Invocation, LogSettings, ServiceSpec},
+    ops, shutdown, telemetry,
+};
+
+/// A service's configuration, as `main` needs to see it.
+pub trait ServiceConfig: Args + FromArgMatches {
+    /// The logging settings, applied before the service is built.
+    fn log(&self) -> &LogSettings;
+}
+
+/// Runs a service binary. `run` builds the service and returns when it has stopped; an error
+/// from it is logged with its causes and exits with 1. Configuration errors exit with 2,
+/// `--help` and `--version` with 0, `healthcheck` with 0 or 1.
+pub fn main<C, F, Fut, E>(spec: &ServiceSpec, run: F) -> ExitCode
+where
+    C: ServiceConfig,
+    F: FnOnce(C, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Error,
+{
+    let invocation = match config::from_env::<C>(spec) {
+        Ok(invocation) => invocation,
+        Err(error) => return error.exit(),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match invocation {
+            Invocation::Healthcheck(addr) => {
+                if ops::healthcheck(addr).await {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Invocation::Run { config, deprecations } => {
+                telemetry::init(config.log().log_format, &config.log().log_filter);
+                deprecations.iter().for_each(config::Deprecation::warn);
+                match run(config, shutdown::signal()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => {
+                        tracing::error!(service = spec.name, error = %Causes(&error), "service failed");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// An error with its `source` chain, `: `-separated.
+struct Causes<'a>(&'a dyn Error);
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
