@@ -173,7 +173,8 @@ fn service_command<C: Args>(spec: &ServiceSpec) -> Command {
         .about(spec.about)
         .after_help("Every option can be set by the environment variable shown with it.")
         .args_conflicts_with_subcommands(true);
-    let command = C::augment_args(command);
+    // A `Config` struct's doc comment would otherwise replace the service's one-line about.
+    let command = C::augment_args(command).about(spec.about).long_about(None);
     spec.defaults.iter().fold(command, |command, &(var, default)| {
         command
             .mut_args(|arg| if arg.get_env().is_some_and(|env| env == var) { arg.default_value(default) } else { arg })
