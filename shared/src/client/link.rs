@@ -1,0 +1,101 @@
+//! The client's link to the broker: the channels of one live connection, and the slot the
+//! callers read it from while the supervisor replaces it.
+
+use std::sync::{PoisonError, RwLock};
+
+use lapin::{
+    Channel, Connection,
+    options::{BasicConsumeOptions, ConfirmSelectOptions},
+    types::FieldTable,
+};
+use tokio::sync::{Notify, futures::Notified, watch};
+
+use super::ClientConfig;
+use crate::topology;
+
+/// The channels of one live connection.
+#[derive(Clone)]
+pub(super) struct Link {
+    /// Publishes requests and consumes their replies (direct reply-to needs both on one channel).
+    pub rpc: Channel,
+    /// Publisher-confirm mode, for events.
+    pub events: Channel,
+}
+
+impl Link {
+    /// Opens both channels on a fresh connection, starts consuming replies and declares what
+    /// the configuration asks for; returns the link and its reply consumer.
+    pub async fn open(config: &ClientConfig, connection: &Connection) -> Result<(Self, lapin::Consumer), lapin::Error> {
+        let rpc = connection.create_channel().await?;
+        let replies = rpc
+            .basic_consume(
+                topology::REPLY_TO.into(),
+                "".into(),
+                BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() },
+                FieldTable::default(),
+            )
+            .await?;
+        let events = connection.create_channel().await?;
+        events.confirm_select(ConfirmSelectOptions::default()).await?;
+        if let Some(exchange) = &config.events_exchange {
+            topology::declare_topic_exchange(&events, exchange).await?;
+        }
+        if let (Some(queue), true) = (&config.queue, config.declare_queue) {
+            topology::declare_queue(&events, queue, true).await?;
+        }
+        Ok((Self { rpc, events }, replies))
+    }
+
+    /// Closes both channels, before the connection is closed on shutdown.
+    pub async fn close(&self) {
+        for channel in [&self.rpc, &self.events] {
+            if let Err(error) = channel.close(200, "shutdown".into()).await {
+                tracing::debug!(error = %error, "closing a channel failed");
+            }
+        }
+    }
+}
+
+/// The link callers use right now (none while reconnecting), and the connected flag that
+/// follows it.
+pub(super) struct CurrentLink {
+    link: RwLock<Option<Link>>,
+    connected: watch::Sender<bool>,
+    /// Set when a channel of the link died on its own (the broker can close one channel and
+    /// keep the connection): the supervisor then rebuilds the whole link.
+    relink: Notify,
+}
+
+impl CurrentLink {
+    pub fn new() -> Self {
+        Self { link: RwLock::new(None), connected: watch::channel(false).0, relink: Notify::new() }
+    }
+
+    pub fn get(&self) -> Option<Link> {
+        self.link.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn set(&self, link: Option<Link>) {
+        let up = link.is_some();
+        *self.link.write().unwrap_or_else(PoisonError::into_inner) = link;
+        self.connected.send_replace(up);
+    }
+
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.connected.subscribe()
+    }
+
+    /// Asks the supervisor to rebuild the link: a caller found one of its channels dead.
+    pub fn request_relink(&self) {
+        self.relink.notify_one();
+    }
+
+    /// Resolves once a caller asked for a new link.
+    pub fn relink_requested(&self) -> Notified<'_> {
+        self.relink.notified()
+    }
+}
