@@ -8,7 +8,7 @@
 //! the broker confirmed the republish is the original acked: a crash in between means a
 //! redelivery, never a loss.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use lapin::{
     BasicProperties, Channel, Confirmation,
@@ -105,39 +105,72 @@ pub enum RepublishError {
     Refused,
 }
 
-/// Sends a failed message to wait in the delay queue for `attempt`'s backoff.
-pub(crate) async fn schedule_retry(
-    channel: &Channel,
-    queue: &str,
-    delivery: &Delivery,
-    attempt: u32,
-    policy: &RetryPolicy,
-) -> Result<Duration, RepublishError> {
-    let delay = policy.delay_after(attempt);
-    let mut headers = carried_headers(delivery);
-    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt.saturating_add(1)));
-    republish(channel, &topology::retry_queue_name(queue, delay), delivery, headers).await?;
-    Ok(delay)
+/// Why, and after how many attempts, a message is parked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Parking<'a> {
+    pub reason: ParkReason,
+    /// The error and its causes, for the `x-error` header.
+    pub error: &'a str,
+    pub attempts: u32,
 }
 
-/// Parks a message in `<queue>.dlq` with the reason, attempt count and service in headers.
-pub(crate) async fn park(
-    channel: &Channel,
-    queue: &str,
-    delivery: &Delivery,
-    reason: ParkReason,
-    error: &str,
-    attempts: u32,
-    service: &str,
-) -> Result<(), RepublishError> {
-    let mut headers = carried_headers(delivery);
-    headers.insert(FAILURE_HEADER.into(), AMQPValue::LongString(reason.as_str().into()));
-    headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(error.into()));
-    headers.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongUInt(attempts));
-    headers.insert(SERVICE_HEADER.into(), AMQPValue::LongString(service.into()));
-    let parked_at = crate::wire::js_date::format(&chrono::Utc::now());
-    headers.insert(PARKED_AT_HEADER.into(), AMQPValue::LongString(parked_at.into()));
-    republish(channel, &topology::dlq_name(queue), delivery, headers).await
+/// Where one consumed queue's failed messages go: its delay queues and its dead-letter queue,
+/// reached through a channel in publisher-confirm mode (a republish counts only once
+/// confirmed). Built once per queue and connection, so handling a failure takes no settings.
+#[derive(Clone)]
+pub(crate) struct FailureQueues {
+    confirms: Channel,
+    queue: Arc<str>,
+    /// Names the service in the `x-service` header.
+    service: Arc<str>,
+    policy: RetryPolicy,
+}
+
+impl FailureQueues {
+    pub(crate) fn new(confirms: Channel, queue: Arc<str>, service: Arc<str>, policy: RetryPolicy) -> Self {
+        Self { confirms, queue, service, policy }
+    }
+
+    /// Whether a transient failure on `attempt` is tried again rather than parked.
+    pub(crate) fn retries_after(&self, attempt: u32) -> bool {
+        attempt < self.policy.max_attempts
+    }
+
+    /// Sends a failed message to wait in the delay queue for `attempt`'s backoff; returns
+    /// the delay.
+    pub(crate) async fn retry(&self, delivery: &Delivery, attempt: u32) -> Result<Duration, RepublishError> {
+        let delay = self.policy.delay_after(attempt);
+        let mut headers = carried_headers(delivery);
+        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt.saturating_add(1)));
+        self.republish(&topology::retry_queue_name(&self.queue, delay), delivery, headers).await?;
+        Ok(delay)
+    }
+
+    /// Parks a message in `<queue>.dlq` with the reason, attempt count and service in headers.
+    pub(crate) async fn park(&self, delivery: &Delivery, parking: Parking<'_>) -> Result<(), RepublishError> {
+        let mut headers = carried_headers(delivery);
+        headers.insert(FAILURE_HEADER.into(), AMQPValue::LongString(parking.reason.as_str().into()));
+        headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(parking.error.into()));
+        headers.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongUInt(parking.attempts));
+        headers.insert(SERVICE_HEADER.into(), AMQPValue::LongString(self.service.as_ref().into()));
+        let parked_at = crate::wire::js_date::format(&chrono::Utc::now());
+        headers.insert(PARKED_AT_HEADER.into(), AMQPValue::LongString(parked_at.into()));
+        self.republish(&topology::dlq_name(&self.queue), delivery, headers).await
+    }
+
+    /// Publishes a copy of the message, persistent and mandatory, and waits for the confirm.
+    async fn republish(&self, queue: &str, delivery: &Delivery, headers: FieldTable) -> Result<(), RepublishError> {
+        let properties: BasicProperties = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
+        let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+        let confirmation =
+            self.confirms.basic_publish("".into(), queue.into(), options, &delivery.data, properties).await?.await?;
+        match confirmation {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) | Confirmation::Nack(_) | Confirmation::NotRequested => {
+                Err(RepublishError::Refused)
+            }
+        }
+    }
 }
 
 /// The message's headers plus where it was first published, kept across retries.
@@ -148,22 +181,6 @@ fn carried_headers(delivery: &Delivery) -> FieldTable {
         headers.insert(ORIGINAL_ROUTING_KEY_HEADER.into(), AMQPValue::LongString(delivery.routing_key.as_str().into()));
     }
     headers
-}
-
-async fn republish(
-    channel: &Channel,
-    queue: &str,
-    delivery: &Delivery,
-    headers: FieldTable,
-) -> Result<(), RepublishError> {
-    let properties: BasicProperties = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
-    let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-    let confirmation =
-        channel.basic_publish("".into(), queue.into(), options, &delivery.data, properties).await?.await?;
-    match confirmation {
-        Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(_)) | Confirmation::Nack(_) | Confirmation::NotRequested => Err(RepublishError::Refused),
-    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 mod consume;
 mod extract;
 mod handler;
+mod reply;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -40,7 +41,7 @@ pub use handler::{EventHandler, InvalidPayload, RequestHandler};
 use crate::{
     connection::{self, BrokerConfig},
     contracts::{Event, Request, pattern_value},
-    retry::RetryPolicy,
+    retry::{FailureQueues, RetryPolicy},
     topology,
     wire::route_key,
 };
@@ -193,8 +194,8 @@ pub(crate) type Outlet = Arc<Channels>;
 pub(crate) struct Channels {
     /// The consuming channel: acks and replies.
     pub channel: Channel,
-    /// Publisher-confirm mode: retries and parking.
-    pub confirms: Channel,
+    /// Retries and parking, through the publisher-confirm channel.
+    pub failures: FailureQueues,
     pub queue: Arc<str>,
 }
 
@@ -288,6 +289,7 @@ async fn consume_all<S>(
 ) -> Result<(Deliveries, Vec<(Channel, ShortString)>, Channel), lapin::Error> {
     let confirms = connection.create_channel().await?;
     confirms.confirm_select(ConfirmSelectOptions::default()).await?;
+    let service: Arc<str> = shared.config.service.as_str().into();
     let mut consumers = SelectAll::new();
     let mut cancels = Vec::new();
     for (index, listener) in shared.listeners.iter().enumerate() {
@@ -303,7 +305,10 @@ async fn consume_all<S>(
             )
             .await?;
         cancels.push((channel.clone(), consumer.tag()));
-        let outlet = Arc::new(Channels { channel, confirms: confirms.clone(), queue: listener.queue.as_str().into() });
+        let queue: Arc<str> = listener.queue.as_str().into();
+        let failures =
+            FailureQueues::new(confirms.clone(), Arc::clone(&queue), Arc::clone(&service), shared.config.retry.clone());
+        let outlet = Arc::new(Channels { channel, failures, queue });
         consumers.push(consumer.map(move |delivery| (index, Arc::clone(&outlet), delivery)).boxed());
     }
     Ok((consumers, cancels, confirms))

@@ -5,17 +5,16 @@ use std::{panic::AssertUnwindSafe, sync::Arc, time::Instant};
 
 use futures::FutureExt;
 use lapin::{
-    BasicProperties,
     message::Delivery,
-    options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions},
+    options::{BasicAckOptions, BasicNackOptions},
 };
 use serde_json::{Value, value::RawValue};
 use tracing::Instrument;
 
-use super::{MessageContext, Outlet, Shared, handler::Route};
+use super::{MessageContext, Outlet, Shared, handler::Route, reply::ReplyTo};
 use crate::{
     error::{EventFailure, FailureKind, RpcException, chain},
-    retry::{self, ParkReason},
+    retry::{ParkReason, Parking, RepublishError},
     wire::{self, ErrorObject, Incoming},
 };
 
@@ -31,7 +30,7 @@ pub(crate) async fn dispatch<S: Clone + Send + Sync + 'static>(
 ) {
     let incoming = match Incoming::parse(&delivery.data) {
         Ok(incoming) => incoming,
-        Err(error) => return reject_undecodable(&shared, &outlet, &delivery, &error).await,
+        Err(error) => return reject_undecodable(&outlet, &delivery, &error).await,
     };
     // A pattern sent exactly in its routing form (as our clients and NestJS send single-key
     // patterns) is found without parsing it; anything else is normalised first.
@@ -103,18 +102,8 @@ async fn handle_request<S: Clone + Send + Sync + 'static>(
             (wire::encode_no_handler(id), "no-handler")
         }
     };
-    match delivery.properties.reply_to() {
-        Some(reply_to) => {
-            let correlation_id = delivery.properties.correlation_id().clone().unwrap_or_else(|| id.into());
-            let properties = BasicProperties::default().with_correlation_id(correlation_id);
-            let published = outlet
-                .channel
-                .basic_publish("".into(), reply_to.clone(), BasicPublishOptions::default(), &body, properties)
-                .await;
-            if let Err(error) = published {
-                tracing::warn!(error = %error, "publishing the reply failed");
-            }
-        }
+    match ReplyTo::of(delivery, Some(id)) {
+        Some(reply_to) => reply_to.send(&outlet.channel, &body).await,
         None => tracing::warn!("request without reply_to: nobody to answer"),
     }
     ack(delivery).await;
@@ -153,7 +142,7 @@ async fn handle_event<S: Clone + Send + Sync + 'static>(
     context: MessageContext,
     data: Box<RawValue>,
 ) -> &'static str {
-    let attempt = context.attempt;
+    let attempts = context.attempt;
     let failure = match shared.routes.get(&context.pattern) {
         Some(Route::Event(handler)) => {
             match AssertUnwindSafe(handler(context, &shared.state, &data)).catch_unwind().await {
@@ -168,14 +157,14 @@ async fn handle_event<S: Clone + Send + Sync + 'static>(
         _ => {
             let reason = "no event handler for this pattern";
             tracing::warn!(reason, "parking the event");
-            settle(park(shared, outlet, delivery, ParkReason::NoHandler, reason, attempt).await, delivery).await;
+            let parking = Parking { reason: ParkReason::NoHandler, error: reason, attempts };
+            settle(outlet.failures.park(delivery, parking).await, delivery).await;
             return "parked";
         }
     };
     let error = chain(failure.source());
-    let policy = &shared.config.retry;
-    if failure.kind() == FailureKind::Transient && attempt < policy.max_attempts {
-        let scheduled = retry::schedule_retry(&outlet.confirms, &outlet.queue, delivery, attempt, policy).await;
+    if failure.kind() == FailureKind::Transient && outlet.failures.retries_after(attempts) {
+        let scheduled = outlet.failures.retry(delivery, attempts).await;
         if let Ok(delay) = &scheduled {
             tracing::warn!(error = %error, ?delay, "event handler failed; retrying later");
         }
@@ -184,44 +173,26 @@ async fn handle_event<S: Clone + Send + Sync + 'static>(
     }
     let reason = if failure.kind() == FailureKind::Permanent { ParkReason::Permanent } else { ParkReason::Exhausted };
     tracing::error!(error = %error, ?reason, "event handler failed; parking the event");
-    settle(park(shared, outlet, delivery, reason, &error, attempt).await, delivery).await;
+    settle(outlet.failures.park(delivery, Parking { reason, error: &error, attempts }).await, delivery).await;
     "parked"
 }
 
-async fn reject_undecodable<S>(shared: &Shared<S>, outlet: &Outlet, delivery: &Delivery, error: &wire::PacketError) {
+async fn reject_undecodable(outlet: &Outlet, delivery: &Delivery, error: &wire::PacketError) {
     let reason = chain(error);
     tracing::warn!(queue = %outlet.queue, error = %reason, "undecodable message; parking it");
-    if let Some(reply_to) = delivery.properties.reply_to() {
+    if let Some(reply_to) = ReplyTo::of(delivery, None) {
         // A caller may be waiting: tell it now rather than let it time out.
         let body =
             wire::encode_error(&ErrorObject::new(400, format!("undecodable message: {reason}"))).unwrap_or_default();
-        let properties = BasicProperties::default()
-            .with_correlation_id(delivery.properties.correlation_id().clone().unwrap_or_default());
-        if let Err(error) = outlet
-            .channel
-            .basic_publish("".into(), reply_to.clone(), BasicPublishOptions::default(), &body, properties)
-            .await
-        {
-            tracing::debug!(error = %error, "answering an undecodable request failed");
-        }
+        reply_to.send(&outlet.channel, &body).await;
     }
-    settle(park(shared, outlet, delivery, ParkReason::Undecodable, &reason, 1).await, delivery).await;
+    let parking = Parking { reason: ParkReason::Undecodable, error: &reason, attempts: 1 };
+    settle(outlet.failures.park(delivery, parking).await, delivery).await;
     metrics::counter!(MESSAGES_METRIC, "queue" => outlet.queue.to_string(), "pattern" => "unknown", "kind" => "undecodable", "outcome" => "parked").increment(1);
 }
 
-async fn park<S>(
-    shared: &Shared<S>,
-    outlet: &Outlet,
-    delivery: &Delivery,
-    reason: ParkReason,
-    error: &str,
-    attempts: u32,
-) -> Result<(), retry::RepublishError> {
-    retry::park(&outlet.confirms, &outlet.queue, delivery, reason, error, attempts, &shared.config.service).await
-}
-
 /// Acks once the republish is confirmed; otherwise hands the message back to the broker.
-async fn settle(republished: Result<(), retry::RepublishError>, delivery: &Delivery) {
+async fn settle(republished: Result<(), RepublishError>, delivery: &Delivery) {
     match republished {
         Ok(()) => ack(delivery).await,
         Err(error) => {
