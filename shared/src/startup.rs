@@ -51,7 +51,7 @@ where
             Invocation::Run { config, deprecations } => {
                 telemetry::init(config.log().log_format, &config.log().log_filter);
                 deprecations.iter().for_each(config::Deprecation::warn);
-                match run(config, shutdown::signal()).await {
+                match shutdown::run_until_signal(|stop| run(config, stop)).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(error) => {
                         tracing::error!(service = spec.name, error = %Causes(&error), "service failed");
