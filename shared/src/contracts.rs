@@ -11,6 +11,7 @@ pub use users::{GetUser, User, UserCreated};
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
+use uuid::Uuid;
 
 /// A request/response message (`client.send` ↔ `@MessagePattern` in NestJS).
 pub trait Request: Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -31,6 +32,15 @@ pub trait Request: Serialize + DeserializeOwned + Send + Sync + 'static {
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The event pattern and routing key (e.g. `user.created`).
     const PATTERN: &'static str;
+
+    /// What makes two emits the same event when they carry no `message_id` (a stock NestJS
+    /// `client.emit`): the namespace of the derived [`EventId`](crate::event_id::EventId).
+    /// By default the payload itself ([`payload_key`](crate::event_id::payload_key)); a
+    /// contract about one entity may return the entity's id, so that every emit about it
+    /// deduplicates even if another field differs.
+    fn dedup_key(&self) -> Result<Uuid, serde_json::Error> {
+        crate::event_id::payload_key(self)
+    }
 }
 
 /// Reads a pattern written as JSON text; anything that is not JSON is a string pattern.

@@ -13,7 +13,8 @@
 //!
 //! Modules by role: [`contracts`] (patterns and payload types), [`wire`] (the packet format),
 //! [`client`], [`server`], [`topology`] (queue and exchange names), [`retry`] (the failure
-//! policy), [`trace`] (W3C trace context over AMQP), plus the plumbing every service shares:
+//! policy), [`trace`] (W3C trace context over AMQP), [`event_id`] (which event a delivery is,
+//! for consumers that act once per event), plus the plumbing every service shares:
 //! [`connection`], [`config`] (every setting, declared once), [`startup`] (the binaries' `main`),
 //! [`ops`], [`telemetry`], [`shutdown`].
 //!
@@ -26,6 +27,7 @@ pub mod config;
 pub mod connection;
 pub mod contracts;
 pub mod error;
+pub mod event_id;
 pub mod ops;
 pub mod retry;
 pub mod server;
@@ -40,6 +42,7 @@ pub use client::{Client, ClientConfig, EmitOptions, EmitTarget, SendOptions};
 pub use connection::{Backoff, BrokerConfig};
 pub use contracts::{Event, Request};
 pub use error::{EmitError, EventFailure, FailureKind, RemoteError, RpcError, RpcException};
+pub use event_id::EventId;
 pub use retry::RetryPolicy;
 pub use server::{Listener, MessageContext, Server, ServerConfig, ServerHandle, State};
 pub use trace::TraceContext;

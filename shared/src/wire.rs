@@ -45,7 +45,9 @@ pub fn route_key_raw(pattern: &RawValue) -> String {
     route_key(&to_value(pattern))
 }
 
-fn render_sorted(value: &Value) -> String {
+/// Compact JSON with object keys sorted at every depth: one text per value, whatever order
+/// its keys were built in (routing keys, and the payload-derived event ids of `event_id`).
+pub(crate) fn render_sorted(value: &Value) -> String {
     let mut out = String::new();
     write_sorted(value, &mut out);
     out

@@ -46,6 +46,12 @@ pub struct UserCreated {
 
 impl Event for UserCreated {
     const PATTERN: &'static str = "user.created";
+
+    /// The user: one account is created once, whatever the emits carry besides its id (and
+    /// the ids derived before this hook existed stay the same).
+    fn dedup_key(&self) -> Result<Uuid, serde_json::Error> {
+        Ok(self.id)
+    }
 }
 
 #[cfg(test)]
