@@ -292,7 +292,7 @@ impl Bench {
     async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(app) = self.app.take() {
-            app.stopped().await;
+            app.run_until_stopped().await;
         }
         let probe = tests::BrokerProbe::connect(&self.amqp_url).await;
         let mut queues = vec![self.queue.clone(), shared::topology::dlq_name(&self.queue)];
@@ -303,7 +303,7 @@ impl Bench {
                 .map(|d| shared::topology::retry_queue_name(&self.queue, d)),
         );
         probe.delete_queues(&queues.iter().map(String::as_str).collect::<Vec<_>>()).await;
-        probe.delete_exchange(&self.config.events_exchange).await;
+        probe.delete_exchange(&self.config.broker.events_exchange).await;
     }
 }
 

@@ -1,219 +1,258 @@
-//! The service's configuration, read once from environment variables.
+//! The service's configuration: every setting is an environment variable (and a `--flag`)
+//! declared once with its default and one line of meaning, so `auth-service --help` lists
+//! them all. The broker, database and log settings are the shared groups of
+//! [`shared::config`]; the others belong to this service.
 //!
-//! Every field has a documented default that works against the compose stack and against
-//! local services, except `JWT_SECRET`: outside `APP_ENV=dev` a missing or short secret is a
-//! startup error, never a silently weak token key. Secrets and URLs that may carry passwords
-//! are [`SecretString`]s, so `{:?}` of a `Config` shows no credentials.
+//! Every setting has a default that works against the compose stack and local services,
+//! except the token key: outside `APP_ENV=dev` a missing or short `JWT_SECRET` is a startup
+//! error ([`JwtSettings::key`]), never a silently weak key. Secrets and URLs that may carry
+//! passwords are [`SecretString`]s, so `{:?}` of a `Config` shows no credentials.
 
-use std::{net::SocketAddr, str::FromStr, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    num::{NonZeroU64, NonZeroUsize},
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use secrecy::SecretString;
-use shared::telemetry::LogFormat;
+use clap::Args;
+use secrecy::{ExposeSecret as _, SecretString};
+use shared::{
+    config::{BrokerSettings, ConfigError, DatabaseSettings, LogSettings, ServiceSpec},
+    startup::ServiceConfig,
+};
 
-/// The secret used when `APP_ENV=dev` and `JWT_SECRET` is unset. Public by design: a
-/// token signed with it must never be accepted by a production instance, which is why
-/// production refuses to start without a secret of its own.
+/// Where the API (and the operations routes) listen unless `HTTP_ADDR` says otherwise.
+const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:3000";
+
+/// What `main` and `--help` know about this binary.
+pub const SERVICE: ServiceSpec = ServiceSpec {
+    name: env!("CARGO_PKG_NAME"),
+    version: env!("CARGO_PKG_VERSION"),
+    about: env!("CARGO_PKG_DESCRIPTION"),
+    defaults: &[
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/auth"),
+        // A signup waits this long for a pooled connection before it is answered 503, as
+        // before the shared settings existed.
+        ("DATABASE_TIMEOUT_MS", "5000"),
+        // auth-service has no separate ops port: `healthcheck` probes the HTTP port.
+        ("HTTP_ADDR", DEFAULT_HTTP_ADDR),
+    ],
+    renamed: &[("DB_MAX_CONNECTIONS", "DATABASE_MAX_CONNECTIONS")],
+    healthcheck_var: "HTTP_ADDR",
+};
+
+/// The key used when `APP_ENV=dev` and no key is configured. Public by design: a token signed
+/// with it must never be accepted by a production instance, which is why production refuses
+/// to start without a key of its own.
 const DEV_JWT_SECRET: &str = "dev-only-secret-do-not-use-in-production!";
 
 /// HS256 keys shorter than the hash output (32 bytes) weaken the MAC (RFC 7518 §3.2).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
-/// Everything `App::build` needs. Built by [`Config::from_env`]; tests build it with
+/// Everything `App::build` needs. Read by `shared::startup::main`; tests build it with
 /// [`Config::from_lookup`] and override fields.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// `HTTP_ADDR` (0.0.0.0:3000): API, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+    /// Address of the HTTP port: the API, /healthz, /readyz, /metrics and /openapi.json
+    #[arg(long = "http-addr", env = "HTTP_ADDR", value_name = "ADDR", default_value = DEFAULT_HTTP_ADDR)]
     pub http_addr: SocketAddr,
-    /// `DATABASE_URL` (postgres://postgres@127.0.0.1:5432/auth); the database must exist.
-    pub database_url: SecretString,
-    /// `DB_MAX_CONNECTIONS` (10): pool size, including the one connection the outbox listener keeps.
-    pub db_max_connections: u32,
-    /// `AMQP_URL` (amqp://guest:guest@127.0.0.1:5672/%2f).
-    pub amqp_url: SecretString,
-    /// `AMQP_RECONNECT_MAX_MS` (10000): the longest pause between broker reconnection attempts.
-    pub amqp_reconnect_max: Duration,
-    /// `JWT_SECRET`: the HS256 key (at least 32 bytes); required unless `APP_ENV=dev`.
-    pub jwt_secret: SecretString,
-    /// `JWT_TTL_SECS` (900): access token lifetime.
-    pub jwt_ttl: Duration,
-    /// `RPC_TIMEOUT_MS` (5000): deadline of a `get_user` call.
+    #[command(flatten)]
+    pub jwt: JwtSettings,
+    /// Deadline of a get_user call to the user-service, in ms
+    #[arg(long = "rpc-timeout-ms", env = "RPC_TIMEOUT_MS", value_name = "MS", default_value = "5000", value_parser = millis)]
     pub rpc_timeout: Duration,
-    /// `USER_QUEUE` (user_queue): where `get_user` requests go.
+    /// Queue the get_user requests are sent to (the user-service consumes it)
+    #[arg(long = "user-queue", env = "USER_QUEUE", value_name = "NAME", default_value = "user_queue")]
     pub user_queue: String,
-    /// `EVENTS_EXCHANGE` (events): the topic exchange `user.created` is published to.
-    pub events_exchange: String,
-    /// `LOG_FORMAT` (pretty): `pretty` or `json`.
-    pub log_format: LogFormat,
-    /// `RATE_LIMIT_PER_SECOND` (5) and `RATE_LIMIT_BURST` (10): per client IP on `/auth/*`.
+    #[command(flatten)]
     pub rate_limit: RateLimit,
-    /// `ARGON2_M_COST` (19456 KiB), `ARGON2_T_COST` (2), `ARGON2_P_COST` (1): OWASP's argon2id
-    /// baseline.
+    #[command(flatten)]
     pub argon2: Argon2Params,
-    /// `HASH_CONCURRENCY` (the number of CPUs): password hashes computed at once; more would
-    /// only add memory (m_cost each) and latency, not throughput.
+    /// Password hashes computed at once, each on a dedicated thread (auto: one per CPU)
+    #[arg(long = "hash-concurrency", env = "HASH_CONCURRENCY", value_name = "N", default_value = "auto", value_parser = hash_concurrency)]
     pub hash_concurrency: usize,
-    /// `BODY_LIMIT_BYTES` (16384): larger request bodies are answered with 413.
+    /// Largest request body, in bytes; larger ones are answered 413
+    #[arg(long = "body-limit-bytes", env = "BODY_LIMIT_BYTES", value_name = "BYTES", default_value = "16384", value_parser = at_least_one)]
     pub body_limit: usize,
-    /// `OUTBOX_BATCH_SIZE` (100) and `OUTBOX_POLL_MS` (5000): see [`OutboxConfig`].
+    #[command(flatten)]
     pub outbox: OutboxConfig,
+    #[command(flatten)]
+    pub broker: BrokerSettings,
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    #[command(flatten)]
+    pub log: LogSettings,
+}
+
+/// The access-token key and lifetime.
+#[derive(Debug, Clone, Args)]
+pub struct JwtSettings {
+    /// Deployment environment; dev allows starting without a JWT key (a built-in, public one)
+    #[arg(long = "app-env", env = "APP_ENV", value_name = "ENV", default_value = "production")]
+    pub app_env: String,
+    /// HS256 key of the access tokens, at least 32 bytes; required unless JWT_SECRET_FILE or APP_ENV=dev
+    #[arg(long = "jwt-secret", env = "JWT_SECRET", value_name = "SECRET", hide_env_values = true, value_parser = secret)]
+    pub jwt_secret: Option<SecretString>,
+    /// File holding the HS256 key instead of JWT_SECRET (a trailing newline is ignored)
+    #[arg(long = "jwt-secret-file", env = "JWT_SECRET_FILE", value_name = "PATH")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Access token lifetime, in seconds
+    #[arg(long = "jwt-ttl-secs", env = "JWT_TTL_SECS", value_name = "SECS", default_value = "900", value_parser = seconds)]
+    pub jwt_ttl: Duration,
 }
 
 /// The per-client rate limit of the `/auth/*` endpoints (a token bucket per peer IP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
 pub struct RateLimit {
-    /// Tokens added per second (sustained requests per second).
+    /// Sustained /auth/* requests per second per client IP (tokens added to its bucket)
+    #[arg(long = "rate-limit-per-second", env = "RATE_LIMIT_PER_SECOND", value_name = "N", default_value = "5", value_parser = clap::value_parser!(u32).range(1..))]
     pub per_second: u32,
-    /// Bucket size (requests allowed at once after a quiet period).
+    /// /auth/* requests per client IP allowed at once after a quiet period (the bucket size)
+    #[arg(long = "rate-limit-burst", env = "RATE_LIMIT_BURST", value_name = "N", default_value = "10", value_parser = clap::value_parser!(u32).range(1..))]
     pub burst: u32,
 }
 
-/// argon2id cost parameters for new hashes (existing hashes carry their own).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// argon2id cost parameters for new hashes (existing hashes carry their own); the defaults are
+/// OWASP's baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
 pub struct Argon2Params {
-    /// Memory in KiB.
+    /// argon2id memory per password hash, in KiB
+    #[arg(long = "argon2-m-cost", env = "ARGON2_M_COST", value_name = "KIB", default_value = "19456", value_parser = clap::value_parser!(u32).range(1..))]
     pub m_cost: u32,
-    /// Iterations.
+    /// argon2id iterations per password hash
+    #[arg(long = "argon2-t-cost", env = "ARGON2_T_COST", value_name = "N", default_value = "2", value_parser = clap::value_parser!(u32).range(1..))]
     pub t_cost: u32,
-    /// Lanes.
+    /// argon2id lanes per password hash
+    #[arg(long = "argon2-p-cost", env = "ARGON2_P_COST", value_name = "N", default_value = "1", value_parser = clap::value_parser!(u32).range(1..))]
     pub p_cost: u32,
 }
 
 /// How the outbox relay batches and how often it looks without being told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
 pub struct OutboxConfig {
-    /// Rows claimed (and published concurrently) per transaction.
+    /// Outbox rows the relay claims, and publishes concurrently, per transaction
+    #[arg(long = "outbox-batch-size", env = "OUTBOX_BATCH_SIZE", value_name = "N", default_value = "100", value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
-    /// The safety poll: rows are normally published on NOTIFY, this catches anything missed.
+    /// The relay's safety poll, in ms (it normally wakes on the outbox NOTIFY)
+    #[arg(long = "outbox-poll-ms", env = "OUTBOX_POLL_MS", value_name = "MS", default_value = "5000", value_parser = millis)]
     pub poll_interval: Duration,
 }
 
-impl Default for OutboxConfig {
-    fn default() -> Self {
-        Self { batch_size: 100, poll_interval: Duration::from_secs(5) }
-    }
-}
-
-/// Why the configuration cannot be used. Names the variable so the operator knows what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{var} is required (set APP_ENV=dev to use development defaults)")]
-    Missing { var: &'static str },
-    #[error("{var} is invalid: {reason}")]
-    Invalid { var: &'static str, reason: String },
-}
-
 impl Config {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|var| std::env::var(var).ok())
-    }
-
-    /// Reads variables through `lookup` (the environment, or a map in tests). Empty values
-    /// count as unset.
+    /// Reads variables through `lookup` only (a map in tests; unset or blank variables take
+    /// their default), then checks the token key as the service will at start.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env(move |var: &str| lookup(var).filter(|value| !value.trim().is_empty()));
-        let dev = env.get("APP_ENV").is_some_and(|value| value.eq_ignore_ascii_case("dev"));
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        Ok(Self {
-            http_addr: env.parse("HTTP_ADDR", "0.0.0.0:3000".parse().ok())?,
-            database_url: env.string("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/auth").into(),
-            db_max_connections: env.parse("DB_MAX_CONNECTIONS", Some(10))?,
-            amqp_url: env.string("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f").into(),
-            amqp_reconnect_max: Duration::from_millis(env.parse("AMQP_RECONNECT_MAX_MS", Some(10_000))?),
-            jwt_secret: jwt_secret(&env, dev)?,
-            jwt_ttl: Duration::from_secs(env.positive("JWT_TTL_SECS", 900)?),
-            rpc_timeout: Duration::from_millis(env.positive("RPC_TIMEOUT_MS", 5000)?),
-            user_queue: env.string("USER_QUEUE", "user_queue"),
-            events_exchange: env.string("EVENTS_EXCHANGE", "events"),
-            log_format: env.parse("LOG_FORMAT", Some(LogFormat::Pretty))?,
-            rate_limit: RateLimit {
-                per_second: env.positive("RATE_LIMIT_PER_SECOND", 5)?,
-                burst: env.positive("RATE_LIMIT_BURST", 10)?,
-            },
-            argon2: Argon2Params {
-                m_cost: env.positive("ARGON2_M_COST", 19_456)?,
-                t_cost: env.positive("ARGON2_T_COST", 2)?,
-                p_cost: env.positive("ARGON2_P_COST", 1)?,
-            },
-            hash_concurrency: env.positive("HASH_CONCURRENCY", cpus)?,
-            body_limit: env.positive("BODY_LIMIT_BYTES", 16 * 1024)?,
-            outbox: OutboxConfig {
-                batch_size: env.positive("OUTBOX_BATCH_SIZE", 100)?,
-                poll_interval: Duration::from_millis(env.positive("OUTBOX_POLL_MS", 5000)?),
-            },
-        })
+        let config: Self = shared::config::from_lookup(&SERVICE, lookup)?;
+        config.jwt.key()?;
+        Ok(config)
     }
 }
 
-/// The address the `healthcheck` subcommand probes: `HTTP_ADDR` (`ops::healthcheck` reaches a
-/// wildcard bind over loopback). Reads nothing else, so it works without the secrets the
-/// service itself needs.
-pub fn healthcheck_addr() -> Result<SocketAddr, ConfigError> {
-    let env = Env(|var: &str| std::env::var(var).ok().filter(|value| !value.trim().is_empty()));
-    env.parse("HTTP_ADDR", "0.0.0.0:3000".parse().ok())
+impl ServiceConfig for Config {
+    fn log(&self) -> &LogSettings {
+        &self.log
+    }
 }
 
-fn jwt_secret(env: &Env<impl Fn(&str) -> Option<String>>, dev: bool) -> Result<SecretString, ConfigError> {
-    const VAR: &str = "JWT_SECRET";
-    let secret = match env.get(VAR) {
-        Some(secret) => secret,
-        None if dev => DEV_JWT_SECRET.to_owned(),
-        None => return Err(ConfigError::Missing { var: VAR }),
-    };
-    if secret.len() < MIN_JWT_SECRET_BYTES {
-        return Err(ConfigError::Invalid {
-            var: VAR,
-            reason: format!("must be at least {MIN_JWT_SECRET_BYTES} bytes, got {}", secret.len()),
-        });
-    }
-    Ok(secret.into())
-}
-
-/// Variable lookup with typed parsing and errors that name the variable.
-struct Env<F>(F);
-
-impl<F: Fn(&str) -> Option<String>> Env<F> {
-    fn get(&self, var: &str) -> Option<String> {
-        (self.0)(var)
+impl JwtSettings {
+    /// Whether `APP_ENV` is `dev` (any case).
+    pub fn is_dev(&self) -> bool {
+        self.app_env.trim().eq_ignore_ascii_case("dev")
     }
 
-    fn string(&self, var: &str, default: &str) -> String {
-        self.get(var).unwrap_or_else(|| default.to_owned())
+    /// Whether tokens are signed with the public development key (no key configured, dev).
+    pub fn uses_dev_key(&self) -> bool {
+        self.jwt_secret.is_none() && self.jwt_secret_file.is_none() && self.is_dev()
     }
 
-    fn parse<T>(&self, var: &'static str, default: Option<T>) -> Result<T, ConfigError>
-    where
-        T: FromStr,
-        T::Err: std::fmt::Display,
-    {
-        match (self.get(var), default) {
-            (Some(text), _) => text
-                .trim()
-                .parse()
-                .map_err(|error: T::Err| ConfigError::Invalid { var, reason: format!("`{text}`: {error}") }),
-            (None, Some(default)) => Ok(default),
-            (None, None) => Err(ConfigError::Missing { var }),
+    /// The token key: `JWT_SECRET`, or the content of `JWT_SECRET_FILE`, or with `APP_ENV=dev`
+    /// and neither set, the development key. Errors name the variable and never show the key.
+    pub fn key(&self) -> Result<SecretString, ConfigError> {
+        let (var, key) = match (&self.jwt_secret, &self.jwt_secret_file) {
+            (Some(_), Some(path)) => {
+                return Err(ConfigError::invalid(
+                    "JWT_SECRET_FILE",
+                    &path.display().to_string(),
+                    "JWT_SECRET is set too; set one of them",
+                ));
+            }
+            (Some(key), None) => ("JWT_SECRET", key.clone()),
+            (None, Some(path)) => ("JWT_SECRET_FILE", read_key(path)?),
+            (None, None) if self.is_dev() => return Ok(SecretString::from(DEV_JWT_SECRET)),
+            (None, None) => {
+                return Err(ConfigError::Missing {
+                    var: "JWT_SECRET".to_owned(),
+                    reason: format!(
+                        "an HS256 key of at least {MIN_JWT_SECRET_BYTES} bytes (or JWT_SECRET_FILE; \
+                         APP_ENV=dev uses a built-in development key)"
+                    ),
+                });
+            }
+        };
+        let length = key.expose_secret().len();
+        if length < MIN_JWT_SECRET_BYTES {
+            return Err(ConfigError::Invalid {
+                var: var.to_owned(),
+                value: "(hidden)".to_owned(),
+                reason: format!("must be at least {MIN_JWT_SECRET_BYTES} bytes, got {length}"),
+            });
         }
+        Ok(key)
     }
+}
 
-    fn positive<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
-    where
-        T: FromStr + PartialOrd + Default,
-        T::Err: std::fmt::Display,
-    {
-        let value = self.parse(var, Some(default))?;
-        if value <= T::default() {
-            return Err(ConfigError::Invalid { var, reason: "must be greater than zero".into() });
-        }
-        Ok(value)
+/// The key in `path`, without the trailing newline an editor or `echo` adds.
+fn read_key(path: &Path) -> Result<SecretString, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| ConfigError::invalid("JWT_SECRET_FILE", &path.display().to_string(), error.to_string()))?;
+    Ok(SecretString::from(text.trim_end_matches(['\r', '\n'])))
+}
+
+/// A secret: parsed as is, never shown by `Debug` or `--help`.
+fn secret(text: &str) -> Result<SecretString, Infallible> {
+    Ok(SecretString::from(text))
+}
+
+/// Milliseconds, at least 1.
+fn millis(text: &str) -> Result<Duration, String> {
+    positive(text, "milliseconds").map(Duration::from_millis)
+}
+
+/// Seconds, at least 1.
+fn seconds(text: &str) -> Result<Duration, String> {
+    positive(text, "seconds").map(Duration::from_secs)
+}
+
+fn positive(text: &str, unit: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<NonZeroU64>()
+        .map(NonZeroU64::get)
+        .map_err(|error| format!("{error} (expected {unit}, at least 1)"))
+}
+
+/// A count of at least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    text.trim().parse::<NonZeroUsize>().map(NonZeroUsize::get).map_err(|error| format!("{error} (expected at least 1)"))
+}
+
+/// `auto` (one per CPU) or a count of at least 1. More hashes at once than cores would only
+/// add memory (`m_cost` each) and latency, not throughput.
+fn hash_concurrency(text: &str) -> Result<usize, String> {
+    if text.trim().eq_ignore_ascii_case("auto") {
+        return Ok(std::thread::available_parallelism().map_or(1, NonZeroUsize::get));
     }
+    at_least_one(text).map_err(|error| format!("{error}, or auto"))
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use std::collections::HashMap;
 
-    use secrecy::ExposeSecret;
+    use clap::{Command, CommandFactory as _};
 
     use super::*;
 
@@ -224,33 +263,62 @@ mod tests {
 
     #[test]
     fn production_requires_a_jwt_secret() {
-        assert!(matches!(config(&[]), Err(ConfigError::Missing { var: "JWT_SECRET" })));
+        let error = config(&[]).unwrap_err();
+        assert!(matches!(&error, ConfigError::Missing { var, .. } if var == "JWT_SECRET"), "{error}");
+        assert!(error.to_string().starts_with("JWT_SECRET is required"), "{error}");
     }
 
     #[test]
     fn dev_has_defaults_for_everything() {
         let config = config(&[("APP_ENV", "dev")]).unwrap();
+        assert!(config.jwt.uses_dev_key());
         assert_eq!(config.http_addr.port(), 3000);
         assert_eq!(config.argon2, Argon2Params { m_cost: 19_456, t_cost: 2, p_cost: 1 });
-        assert_eq!(config.jwt_ttl, Duration::from_secs(900));
+        assert_eq!(config.jwt.jwt_ttl, Duration::from_secs(900));
+        assert_eq!(config.rpc_timeout, Duration::from_secs(5));
         assert_eq!(config.user_queue, "user_queue");
-        assert_eq!(config.events_exchange, "events");
+        assert_eq!(config.broker.events_exchange, "events");
         assert_eq!(config.body_limit, 16 * 1024);
+        assert_eq!(config.rate_limit, RateLimit { per_second: 5, burst: 10 });
+        assert_eq!(config.outbox, OutboxConfig { batch_size: 100, poll_interval: Duration::from_secs(5) });
+        assert_eq!(config.database.database_url.expose_secret(), "postgres://postgres@127.0.0.1:5432/auth");
+        assert_eq!(config.database.database_max_connections.get(), 10);
+        assert_eq!(config.database.database_timeout, Duration::from_secs(5));
+        assert!(config.hash_concurrency >= 1);
     }
 
     #[test]
-    fn short_secrets_are_rejected_even_in_dev() {
-        let error = config(&[("APP_ENV", "dev"), ("JWT_SECRET", "short")]).unwrap_err();
-        assert!(matches!(error, ConfigError::Invalid { var: "JWT_SECRET", .. }));
+    fn short_secrets_are_rejected_even_in_dev_without_showing_them() {
+        let error = config(&[("APP_ENV", "dev"), ("JWT_SECRET", "short-secret")]).unwrap_err();
+        assert!(matches!(&error, ConfigError::Invalid { var, .. } if var == "JWT_SECRET"), "{error}");
+        assert!(!error.to_string().contains("short-secret"), "{error}");
+    }
+
+    #[test]
+    fn the_key_can_come_from_a_file_but_not_from_both() {
+        let key = "k".repeat(MIN_JWT_SECRET_BYTES);
+        let path = std::env::temp_dir().join(format!("auth-jwt-key-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, format!("{key}\n")).unwrap();
+        let file = path.to_str().unwrap();
+
+        let read = config(&[("JWT_SECRET_FILE", file)]).unwrap();
+        assert_eq!(read.jwt.key().unwrap().expose_secret(), key);
+        let both = config(&[("JWT_SECRET_FILE", file), ("JWT_SECRET", &key)]).unwrap_err();
+        assert!(both.to_string().starts_with("JWT_SECRET_FILE="), "{both}");
+        std::fs::remove_file(&path).unwrap();
+        let missing = config(&[("JWT_SECRET_FILE", file)]).unwrap_err();
+        assert!(missing.to_string().starts_with("JWT_SECRET_FILE="), "{missing}");
     }
 
     #[test]
     fn invalid_values_name_their_variable() {
         let secret = "x".repeat(32);
         let error = config(&[("JWT_SECRET", &secret), ("RPC_TIMEOUT_MS", "soon")]).unwrap_err();
-        assert!(error.to_string().starts_with("RPC_TIMEOUT_MS is invalid"), "{error}");
+        assert!(error.to_string().starts_with("RPC_TIMEOUT_MS=\"soon\" is invalid"), "{error}");
         let error = config(&[("JWT_SECRET", &secret), ("RATE_LIMIT_BURST", "0")]).unwrap_err();
-        assert!(error.to_string().starts_with("RATE_LIMIT_BURST is invalid"), "{error}");
+        assert!(error.to_string().starts_with("RATE_LIMIT_BURST=\"0\" is invalid"), "{error}");
+        let error = config(&[("JWT_SECRET", &secret), ("HASH_CONCURRENCY", "0")]).unwrap_err();
+        assert!(error.to_string().starts_with("HASH_CONCURRENCY=\"0\" is invalid"), "{error}");
     }
 
     #[test]
@@ -259,6 +327,47 @@ mod tests {
         let config = config(&[("JWT_SECRET", secret), ("AMQP_URL", "amqp://user:hunter2@rabbit:5672/%2f")]).unwrap();
         let debug = format!("{config:?}");
         assert!(!debug.contains(secret) && !debug.contains("hunter2"), "{debug}");
-        assert_eq!(config.jwt_secret.expose_secret(), secret);
+        assert_eq!(config.jwt.key().unwrap().expose_secret(), secret);
+    }
+
+    /// `Config` as a standalone command, for its help text.
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn help_lists_every_variable() {
+        let mut command: Command = Cli::command();
+        let help = command.render_long_help().to_string();
+        for var in [
+            "HTTP_ADDR",
+            "APP_ENV",
+            "JWT_SECRET",
+            "JWT_SECRET_FILE",
+            "JWT_TTL_SECS",
+            "RPC_TIMEOUT_MS",
+            "USER_QUEUE",
+            "RATE_LIMIT_PER_SECOND",
+            "RATE_LIMIT_BURST",
+            "ARGON2_M_COST",
+            "ARGON2_T_COST",
+            "ARGON2_P_COST",
+            "HASH_CONCURRENCY",
+            "BODY_LIMIT_BYTES",
+            "OUTBOX_BATCH_SIZE",
+            "OUTBOX_POLL_MS",
+            "AMQP_URL",
+            "AMQP_RECONNECT_MAX_MS",
+            "EVENTS_EXCHANGE",
+            "DATABASE_URL",
+            "DATABASE_MAX_CONNECTIONS",
+            "DATABASE_TIMEOUT_MS",
+            "LOG_FORMAT",
+            "RUST_LOG",
+        ] {
+            assert!(help.contains(&format!("env: {var}")), "{var} missing from:\n{help}");
+        }
     }
 }

@@ -27,7 +27,7 @@ pub enum CredentialsError {
 }
 
 /// What login needs of an account.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct StoredCredentials {
     pub id: Uuid,
     pub password_hash: String,
@@ -41,23 +41,24 @@ pub async fn insert_announced(
     account: NewCredentials<'_>,
     event: NewEvent,
 ) -> Result<(), CredentialsError> {
-    sqlx::query(
+    // `$7::text::json`: the payload goes in as text, so Postgres keeps it byte for byte.
+    sqlx::query!(
         "WITH account AS (\
              INSERT INTO credentials (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)\
          ), event AS (\
-             INSERT INTO outbox (id, pattern, payload, traceparent) VALUES ($5, $6, $7, $8)\
+             INSERT INTO outbox (id, pattern, payload, traceparent) VALUES ($5, $6, $7::text::json, $8)\
          ) \
          SELECT pg_notify($9, '')",
+        account.id,
+        account.email.as_str(),
+        account.digest.0,
+        account.created_at,
+        event.id,
+        event.pattern,
+        event.payload.get(),
+        event.traceparent,
+        outbox::CHANNEL,
     )
-    .bind(account.id)
-    .bind(account.email.as_str())
-    .bind(&account.digest.0)
-    .bind(account.created_at)
-    .bind(event.id)
-    .bind(event.pattern)
-    .bind(event.payload)
-    .bind(event.traceparent)
-    .bind(outbox::CHANNEL)
     .execute(pool)
     .await
     .map_err(|error| match &error {
@@ -80,8 +81,11 @@ pub struct NewCredentials<'a> {
 
 /// The account registered under `email` (any case), if there is one.
 pub async fn find_by_email(pool: &PgPool, email: &Email) -> Result<Option<StoredCredentials>, sqlx::Error> {
-    sqlx::query_as::<_, StoredCredentials>("SELECT id, password_hash FROM credentials WHERE lower(email) = lower($1)")
-        .bind(email.as_str())
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as!(
+        StoredCredentials,
+        "SELECT id, password_hash FROM credentials WHERE lower(email) = lower($1)",
+        email.as_str()
+    )
+    .fetch_optional(pool)
+    .await
 }

@@ -11,7 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
-use shared::RpcError;
+use shared::{RpcError, error::RemoteError};
 use utoipa::ToSchema;
 
 use crate::{credentials::CredentialsError, outbox::OutboxError, password::HashError, token::TokenError};
@@ -97,9 +97,10 @@ pub enum ApiError {
     /// 429 with `Retry-After`: the client's rate limit on `/auth/*` is spent.
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
-    /// The user-service call failed: remote 404 → 404, remote 400 → 400, timeout → 504,
-    /// broker unavailable → 503, no handler / undecodable reply / other remote errors → 502.
-    #[error("the user-service call failed")]
+    /// A request to another service failed; mapped by outcome alone, whatever the contract:
+    /// a remote 404 or 400 is passed on with the remote message, timeout → 504, broker
+    /// unavailable → 503, no handler / undecodable reply / other remote errors → 502.
+    #[error("a request to another service failed")]
     Rpc(#[source] RpcError),
     /// 503 when the database is unreachable, 500 otherwise.
     #[error("database failure")]
@@ -145,6 +146,13 @@ impl From<HashError> for ApiError {
 impl From<RpcError> for ApiError {
     fn from(error: RpcError) -> Self {
         Self::Rpc(error)
+    }
+}
+
+/// A rejected bearer token (the `BearerUser` extractor's rejection) is a 401 like any other.
+impl IntoResponse for TokenError {
+    fn into_response(self) -> Response {
+        ApiError::Unauthorized(self).into_response()
     }
 }
 
@@ -249,21 +257,22 @@ impl ApiError {
     }
 }
 
-/// The one place RPC outcomes become HTTP statuses.
+/// The one place RPC outcomes become HTTP statuses, for any request to any service. A remote
+/// 404 or 400 describes the caller's request, not a failure of the remote service, so it is
+/// passed on with the remote message; every other remote error is the remote's fault (502).
 fn rpc_shape(error: &RpcError) -> Shape {
     use StatusCode as S;
     match error {
-        RpcError::Remote { error, .. } if error.status() == Some(404) => {
-            Shape::new(S::NOT_FOUND, "user-not-found", "User not found", error.message().unwrap_or("user not found"))
-        }
-        RpcError::Remote { error, .. } if error.status() == Some(400) => {
-            Shape::new(S::BAD_REQUEST, "bad-request", "Bad request", error.message().unwrap_or("bad request"))
-        }
+        RpcError::Remote { error, .. } => match error.status() {
+            Some(404) => passed_on(S::NOT_FOUND, "not-found", "Not found", error),
+            Some(400) => passed_on(S::BAD_REQUEST, "bad-request", "Bad request", error),
+            _ => upstream_error(),
+        },
         RpcError::Timeout { .. } => Shape::new(
             S::GATEWAY_TIMEOUT,
             "upstream-timeout",
             "Upstream timeout",
-            "The user service did not answer in time.",
+            "A service this request needs did not answer in time.",
         ),
         RpcError::Unavailable { .. } => Shape::new(
             S::SERVICE_UNAVAILABLE,
@@ -271,9 +280,7 @@ fn rpc_shape(error: &RpcError) -> Shape {
             "Service unavailable",
             "The message broker is unavailable; try again later.",
         ),
-        RpcError::Remote { .. } | RpcError::NoHandler { .. } | RpcError::Decode { .. } => {
-            Shape::new(S::BAD_GATEWAY, "upstream-error", "Bad gateway", "The user service failed to answer properly.")
-        }
+        RpcError::NoHandler { .. } | RpcError::Decode { .. } => upstream_error(),
         RpcError::Encode(_) => Shape::new(
             S::INTERNAL_SERVER_ERROR,
             "internal",
@@ -281,6 +288,19 @@ fn rpc_shape(error: &RpcError) -> Shape {
             "Something went wrong on our side.",
         ),
     }
+}
+
+fn passed_on(status: StatusCode, slug: &'static str, title: &'static str, error: &RemoteError) -> Shape {
+    Shape::new(status, slug, title, error.message().unwrap_or(title))
+}
+
+fn upstream_error() -> Shape {
+    Shape::new(
+        StatusCode::BAD_GATEWAY,
+        "upstream-error",
+        "Bad gateway",
+        "A service this request needs failed to answer properly.",
+    )
 }
 
 /// Whether a database error means "cannot reach it" (retryable) rather than a failed query.

@@ -39,4 +39,4 @@ pub mod token;
 pub mod users;
 
 pub use app::{App, StartupError};
-pub use config::Config;
+pub use config::{Config, SERVICE};

@@ -11,6 +11,7 @@
 //! publish one row concurrently.
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -19,13 +20,16 @@ use shared::{Event, TraceContext};
 /// The `LISTEN`/`NOTIFY` channel relays wait on.
 pub const CHANNEL: &str = "auth_outbox";
 
-/// An unpublished event as the relay reads it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// An unpublished event as the relay reads it: what it publishes, as written.
+#[derive(Debug)]
 pub struct OutboxRow {
     /// The event id, sent as the AMQP `message_id`.
     pub id: Uuid,
+    /// The routing pattern (`user.created`).
     pub pattern: String,
-    pub payload: serde_json::Value,
+    /// The event's `data`, the JSON text written by [`NewEvent::new`], not re-encoded.
+    pub payload: Box<RawValue>,
+    /// The W3C trace context of the request that caused the event.
     pub traceparent: Option<String>,
 }
 
@@ -43,14 +47,16 @@ pub enum OutboxError {
 pub struct NewEvent {
     pub id: Uuid,
     pub pattern: &'static str,
-    pub payload: serde_json::Value,
+    /// Serialised from the event's type, so its fields keep their declared order (the `json`
+    /// column stores the text as is).
+    pub payload: Box<RawValue>,
     pub traceparent: Option<String>,
 }
 
 impl NewEvent {
     /// `event` with id `id`, carrying the trace it was caused by.
     pub fn new<E: Event + Serialize>(id: Uuid, event: &E, trace: Option<TraceContext>) -> Result<Self, OutboxError> {
-        let payload = serde_json::to_value(event).map_err(OutboxError::Encode)?;
+        let payload = serde_json::value::to_raw_value(event).map_err(OutboxError::Encode)?;
         Ok(Self { id, pattern: E::PATTERN, payload, traceparent: trace.map(|trace| trace.traceparent()) })
     }
 }
@@ -64,15 +70,16 @@ pub async fn enqueue<E: Event + Serialize>(
     trace: Option<TraceContext>,
 ) -> Result<(), OutboxError> {
     let row = NewEvent::new(id, event, trace)?;
-    sqlx::query(
-        "WITH event AS (INSERT INTO outbox (id, pattern, payload, traceparent) VALUES ($1, $2, $3, $4)) \
+    // `$3::text::json`: the payload goes in as text, so Postgres keeps it byte for byte.
+    sqlx::query!(
+        "WITH event AS (INSERT INTO outbox (id, pattern, payload, traceparent) VALUES ($1, $2, $3::text::json, $4)) \
          SELECT pg_notify($5, '')",
+        row.id,
+        row.pattern,
+        row.payload.get(),
+        row.traceparent,
+        CHANNEL,
     )
-    .bind(row.id)
-    .bind(row.pattern)
-    .bind(row.payload)
-    .bind(row.traceparent)
-    .bind(CHANNEL)
     .execute(connection)
     .await
     .map_err(OutboxError::Database)?;
@@ -81,11 +88,12 @@ pub async fn enqueue<E: Event + Serialize>(
 
 /// Locks up to `limit` unpublished rows, oldest first, skipping rows other relays hold.
 pub async fn claim(connection: &mut PgConnection, limit: u32) -> Result<Vec<OutboxRow>, sqlx::Error> {
-    sqlx::query_as::<_, OutboxRow>(
-        "SELECT id, pattern, payload, traceparent FROM outbox \
-         WHERE published_at IS NULL ORDER BY created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    sqlx::query_as!(
+        OutboxRow,
+        r#"SELECT id, pattern, payload AS "payload: Box<RawValue>", traceparent FROM outbox
+           WHERE published_at IS NULL ORDER BY created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED"#,
+        i64::from(limit),
     )
-    .bind(i64::from(limit))
     .fetch_all(connection)
     .await
 }
@@ -95,7 +103,7 @@ pub async fn mark_published(connection: &mut PgConnection, ids: &[Uuid]) -> Resu
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)").bind(ids).execute(connection).await?;
+    sqlx::query!("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", ids).execute(connection).await?;
     Ok(())
 }
 
@@ -104,15 +112,15 @@ pub async fn record_failure(connection: &mut PgConnection, ids: &[Uuid], error: 
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)")
-        .bind(ids)
-        .bind(error)
+    sqlx::query!("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)", ids, error)
         .execute(connection)
         .await?;
     Ok(())
 }
 
-/// The number of rows not yet published (for readiness details, tests and the shutdown log).
+/// The number of rows not yet published (for tests and operators).
 pub async fn pending(connection: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetch_one(connection).await
+    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox WHERE published_at IS NULL"#)
+        .fetch_one(connection)
+        .await
 }

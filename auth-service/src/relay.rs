@@ -7,20 +7,25 @@
 //!   `message_id` (the row id) so consumers can tell;
 //! - **no concurrent double publish across instances**: rows are claimed with
 //!   `FOR UPDATE SKIP LOCKED` in a transaction held while publishing;
-//! - **prompt**: woken by Postgres `NOTIFY` (other instances' signups), by an in-process
-//!   [`Notify`] (this instance's signups), and by a slow safety poll;
+//! - **prompt**: woken by the outbox `NOTIFY`, which Postgres delivers at commit to every
+//!   instance's listener (this one's signups included), and by a slow safety poll;
+//! - **generic**: a row goes out as stored (pattern, payload text, id, trace); the relay knows
+//!   no event type;
 //! - **flushes on shutdown**: after the HTTP server stopped, one last drain (bounded by
 //!   [`FLUSH_TIMEOUT`]) publishes what the last requests wrote.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use futures::future::join_all;
-use shared::{Client, EmitError, EmitOptions, Event, TraceContext, contracts::UserCreated, error::chain};
+use shared::{Client, EmitError, EmitOptions, TraceContext, contracts::pattern_value, error::chain};
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox::{self, OutboxRow};
+use crate::{
+    config::OutboxConfig,
+    outbox::{self, OutboxRow},
+};
 
 /// How long one publish may wait for its confirm before it counts as failed.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,11 +36,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Publishes the outbox. See the module docs.
-#[derive(Clone)]
 pub struct Relay {
     pool: PgPool,
     client: Client,
-    wake: Arc<Notify>,
+    /// Woken by the outbox listener, which [`Relay::run`] runs alongside the publishing loop.
+    wake: Notify,
     batch_size: u32,
     poll_interval: Duration,
 }
@@ -68,13 +73,9 @@ pub enum PublishError {
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, client: Client, wake: Arc<Notify>, batch_size: u32, poll_interval: Duration) -> Self {
-        Self { pool, client, wake, batch_size: batch_size.max(1), poll_interval }
-    }
-
-    /// The handle signup uses to wake this relay after its commit.
-    pub fn waker(&self) -> Arc<Notify> {
-        Arc::clone(&self.wake)
+    pub fn new(pool: PgPool, client: Client, config: OutboxConfig) -> Self {
+        let OutboxConfig { batch_size, poll_interval } = config;
+        Self { pool, client, wake: Notify::new(), batch_size: batch_size.max(1), poll_interval }
     }
 
     /// Claims one batch, publishes it concurrently, marks what the broker confirmed, commits.
@@ -127,27 +128,27 @@ impl Relay {
         }
     }
 
-    /// Publishes one row, waiting for the broker's confirm. `user.created` goes through its
-    /// typed contract (the payload is checked against it and encoded as `emit` of the struct
-    /// would); other patterns go out as stored.
+    /// Publishes one row as stored, waiting for the broker's confirm: its payload text goes
+    /// out byte for byte, its id is the `message_id`, its trace the `traceparent`.
     async fn publish(&self, row: &OutboxRow) -> Result<(), PublishError> {
         let options = EmitOptions {
             target: None,
             message_id: Some(row.id.to_string()),
             trace: row.traceparent.as_deref().and_then(TraceContext::parse),
         };
-        let emit = async {
-            match (row.pattern.as_str(), serde_json::from_value::<UserCreated>(row.payload.clone())) {
-                (UserCreated::PATTERN, Ok(event)) => self.client.emit_with(&event, options).await,
-                _ => self.client.emit_raw(&shared::contracts::pattern_value(&row.pattern), &row.payload, options).await,
-            }
-        };
+        let pattern = pattern_value(&row.pattern);
+        let emit = self.client.emit_raw(&pattern, &*row.payload, options);
         tokio::time::timeout(PUBLISH_TIMEOUT, emit).await.map_err(|_| PublishError::Timeout(PUBLISH_TIMEOUT))??;
         Ok(())
     }
 
-    /// Runs until `stop`, then flushes once. See the module docs.
+    /// Publishes until `stop`, then flushes once; the outbox listener runs alongside and
+    /// stops with it. See the module docs.
     pub async fn run(self, stop: CancellationToken) {
+        tokio::join!(listen(&self.pool, &self.wake, &stop), self.publish_until(&stop));
+    }
+
+    async fn publish_until(&self, stop: &CancellationToken) {
         let mut failures: u32 = 0;
         let mut poll = tokio::time::interval(self.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -166,7 +167,7 @@ impl Relay {
                     let delay = backoff(failures);
                     failures = failures.saturating_add(1);
                     tracing::warn!(error = %chain(&error), ?delay, "outbox relay: publishing failed; will retry");
-                    if !self.pause_after_failure(delay, &stop).await {
+                    if !self.pause_after_failure(delay, stop).await {
                         break;
                     }
                     continue;
@@ -216,12 +217,12 @@ fn backoff(failures: u32) -> Duration {
 
 /// Listens on the outbox channel and wakes `wake` for every notification (and after every
 /// reconnect, since notifications sent while disconnected are lost). Runs until `stop`.
-pub async fn listen(pool: PgPool, wake: Arc<Notify>, stop: CancellationToken) {
+async fn listen(pool: &PgPool, wake: &Notify, stop: &CancellationToken) {
     let mut failures: u32 = 0;
     loop {
         let listening = tokio::select! {
             () = stop.cancelled() => return,
-            listening = subscribe(&pool) => listening,
+            listening = subscribe(pool) => listening,
         };
         match listening {
             Ok(mut listener) => {
@@ -229,7 +230,7 @@ pub async fn listen(pool: PgPool, wake: Arc<Notify>, stop: CancellationToken) {
                 wake.notify_one();
                 let error = tokio::select! {
                     () = stop.cancelled() => return,
-                    error = forward(&mut listener, &wake) => error,
+                    error = forward(&mut listener, wake) => error,
                 };
                 tracing::warn!(error = %chain(&error), "outbox listener lost its connection; reconnecting");
             }

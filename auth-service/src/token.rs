@@ -13,8 +13,6 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::ApiError;
-
 /// Issues and verifies access tokens; one per process, shared through the app state.
 pub struct Tokens {
     encoding: EncodingKey,
@@ -101,13 +99,14 @@ where
     Arc<Tokens>: FromRef<S>,
     S: Send + Sync,
 {
-    type Rejection = ApiError;
+    /// Answered as `ApiError::Unauthorized` (401 with a challenge; see `crate::error`).
+    type Rejection = TokenError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
-        let token = header.and_then(bearer_token).ok_or(ApiError::Unauthorized(TokenError::Missing))?;
+        let token = header.and_then(bearer_token).ok_or(TokenError::Missing)?;
         let tokens = Arc::<Tokens>::from_ref(state);
-        tokens.verify(token).map(BearerUser).map_err(ApiError::Unauthorized)
+        tokens.verify(token).map(BearerUser)
     }
 }
 

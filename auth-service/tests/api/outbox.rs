@@ -2,14 +2,13 @@
 //! confirmed event per signup, published even when the broker was down at signup time, and
 //! never published twice by concurrent relays.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{collections::HashSet, time::Duration};
 
-use auth_service::{db, outbox, relay::Relay};
+use auth_service::{config::OutboxConfig, db, outbox, relay::Relay};
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared::{BrokerConfig, CancellationToken, Client, ClientConfig, contracts::UserCreated};
 use tests::{BrokerProbe, ChaosProxy, TestDb, names::unique};
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::test_app::{DEADLINE, TestApp, delete_broker_objects};
@@ -44,7 +43,7 @@ async fn subscribe(app: &TestApp) -> Subscription {
 }
 
 async fn unpublished(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetch_one(&app.pool).await.unwrap()
+    outbox::pending(&mut app.pool.acquire().await.unwrap()).await.unwrap()
 }
 
 async fn wait_until_drained(app: &TestApp) {
@@ -75,10 +74,15 @@ async fn each_signup_publishes_one_user_created_event_in_the_nestjs_shape() {
     let message = probe.wait_for_message(queue, DEADLINE).await;
     let expected = serde_json::json!({"pattern": "user.created", "data": user});
     assert_eq!(message.json(), expected, "the NestJS event packet, nothing more");
+    let body = String::from_utf8(message.body.clone()).unwrap();
+    assert!(
+        body.starts_with(r#"{"pattern":"user.created","data":{"id":"#) && body.contains(r#""name":"Ada","createdAt":"#),
+        "the payload goes out as written, fields in the contract's order: {body}"
+    );
     assert_eq!(message.routing_key, "user.created");
     assert_eq!(message.exchange, app.events_exchange);
     assert_eq!(message.delivery_mode, Some(2), "persistent");
-    let event_id: Uuid = sqlx::query_scalar("SELECT id FROM outbox").fetch_one(&app.pool).await.unwrap();
+    let event_id = sqlx::query_scalar!("SELECT id FROM outbox").fetch_one(&app.pool).await.unwrap();
     assert_eq!(message.message_id, Some(event_id.to_string()), "message_id is the outbox row id");
     let traceparent = message.header("traceparent").and_then(Value::as_str).expect("a traceparent header");
     assert_eq!(shared::TraceContext::parse(traceparent).unwrap().trace_id(), trace_id, "the request's trace goes on");
@@ -92,7 +96,7 @@ async fn signup_works_while_the_broker_is_down_and_the_event_follows_its_return(
     let broker_url = tests::amqp_url().await;
     let proxy = ChaosProxy::in_front_of(&broker_url).await;
     let proxied = proxy.url_for(&broker_url);
-    let app = TestApp::spawn_with(|config| config.amqp_url = proxied.into()).await;
+    let app = TestApp::spawn_with(|config| config.broker.amqp_url = proxied.into()).await;
     let Subscription { probe, queue, .. } = &subscribe(&app).await;
     app.wait_ready(StatusCode::OK).await;
 
@@ -122,7 +126,7 @@ async fn shutdown_flushes_what_the_last_requests_wrote() {
 
     app.stop().await;
 
-    assert_eq!(unpublished(&app).await, 0, "stopped() resolved with everything published");
+    assert_eq!(unpublished(&app).await, 0, "run_until_stopped() returned with everything published");
     assert_eq!(probe.message_count(queue).await, 5);
 }
 
@@ -166,7 +170,7 @@ impl OutboxFixture {
         let client = Client::start(ClientConfig::new(broker).events_exchange(&self.exchange), self.stop.clone());
         assert!(client.wait_connected(Duration::from_secs(10)).await);
         let pool = self.db.pool().await;
-        Relay::new(pool, client, Arc::new(Notify::new()), batch_size, Duration::from_secs(5))
+        Relay::new(pool, client, OutboxConfig { batch_size, poll_interval: Duration::from_secs(5) })
     }
 
     async fn subscribe(&self) -> Subscription {
@@ -195,10 +199,7 @@ async fn two_relays_over_one_outbox_never_publish_a_row_twice() {
     let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
 
     assert_eq!(a + b, ROWS, "together they published every row once (first {a}, second {b})");
-    let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        .fetch_one(&fixture.pool)
-        .await
-        .unwrap();
+    let unpublished = outbox::pending(&mut fixture.pool.acquire().await.unwrap()).await.unwrap();
     assert_eq!(unpublished, 0);
     let mut ids = HashSet::new();
     tests::eventually(DEADLINE, || async {

@@ -41,19 +41,17 @@ async fn signup_stores_an_argon2id_hash_and_an_outbox_row_in_one_go() {
     let body = app.create_user("ada@example.com", "Ada").await;
 
     let id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
-    let (email, hash): (String, String) = sqlx::query_as("SELECT email, password_hash FROM credentials WHERE id = $1")
-        .bind(id)
+    let account = sqlx::query!("SELECT email, password_hash FROM credentials WHERE id = $1", id)
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    assert_eq!(email, "ada@example.com");
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
-    assert!(!hash.contains(PASSWORD));
-    let (pattern, payload, traceparent): (String, Value, Option<String>) =
-        sqlx::query_as("SELECT pattern, payload, traceparent FROM outbox").fetch_one(&app.pool).await.unwrap();
-    assert_eq!(pattern, "user.created");
-    assert_eq!(payload, body, "the event carries exactly the user the client got");
-    assert!(traceparent.is_some_and(|value| shared::TraceContext::parse(&value).is_some()));
+    assert_eq!(account.email, "ada@example.com");
+    assert!(account.password_hash.starts_with("$argon2id$"), "{}", account.password_hash);
+    assert!(!account.password_hash.contains(PASSWORD));
+    let event = sqlx::query!("SELECT pattern, payload, traceparent FROM outbox").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(event.pattern, "user.created");
+    assert_eq!(event.payload, body, "the event carries exactly the user the client got");
+    assert!(event.traceparent.is_some_and(|value| shared::TraceContext::parse(&value).is_some()));
 }
 
 #[tokio::test]
@@ -68,8 +66,7 @@ async fn duplicate_email_is_rejected_with_409() {
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["status"], 409);
     assert_eq!(problem["type"], "urn:problem:auth-service:email-taken");
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&app.pool).await.unwrap();
-    assert_eq!(rows, 1, "the rejected signup wrote no event");
+    assert_eq!(events(&app).await, 1, "the rejected signup wrote no event");
 }
 
 #[tokio::test]
@@ -95,7 +92,13 @@ async fn twenty_concurrent_signups_with_one_email_create_exactly_one_account() {
     let created = statuses.iter().filter(|status| **status == StatusCode::CREATED).count();
     let conflicts = statuses.iter().filter(|status| **status == StatusCode::CONFLICT).count();
     assert_eq!((created, conflicts), (1, 19), "{statuses:?}");
-    let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM credentials").fetch_one(&app.pool).await.unwrap();
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&app.pool).await.unwrap();
-    assert_eq!((accounts, events), (1, 1));
+    assert_eq!((accounts(&app).await, events(&app).await), (1, 1));
+}
+
+async fn accounts(app: &TestApp) -> i64 {
+    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM credentials"#).fetch_one(&app.pool).await.unwrap()
+}
+
+async fn events(app: &TestApp) -> i64 {
+    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox"#).fetch_one(&app.pool).await.unwrap()
 }

@@ -47,7 +47,7 @@ impl TestApp {
             ("JWT_SECRET", JWT_SECRET.to_owned()),
             ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
             ("DATABASE_URL", db.url.clone()),
-            ("DB_MAX_CONNECTIONS", "5".to_owned()),
+            ("DATABASE_MAX_CONNECTIONS", "5".to_owned()),
             ("AMQP_URL", broker_url.clone()),
             ("AMQP_RECONNECT_MAX_MS", "500".to_owned()),
             ("USER_QUEUE", user_queue.clone()),
@@ -131,7 +131,7 @@ impl TestApp {
     pub async fn stop(&mut self) {
         self.shutdown.cancel();
         if let Some(app) = self.app.take() {
-            tokio::time::timeout(DEADLINE, app.stopped()).await.expect("the app stops in time");
+            tokio::time::timeout(DEADLINE, app.run_until_stopped()).await.expect("the app stops in time");
         }
     }
 }

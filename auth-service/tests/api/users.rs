@@ -88,7 +88,7 @@ async fn a_service_without_the_handler_is_502() {
 async fn an_unreachable_broker_is_503() {
     let proxy = ChaosProxy::in_front_of(&tests::amqp_url().await).await;
     let amqp_url = proxy.url_for(&tests::amqp_url().await);
-    let (app, _stub, token) = setup(|config| config.amqp_url = amqp_url.into()).await;
+    let (app, _stub, token) = setup(|config| config.broker.amqp_url = amqp_url.into()).await;
     let id = Uuid::new_v4();
 
     proxy.cut().await;
