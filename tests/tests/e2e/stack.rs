@@ -101,7 +101,7 @@ impl Stack {
         let tasks = vec![
             tokio::spawn(user.run_until_stopped()),
             tokio::spawn(notification.run_until_stopped()),
-            tokio::spawn(auth.stopped()),
+            tokio::spawn(auth.run_until_stopped()),
         ];
         let queues = [&user_queue, &user_events_queue, &notification_queue]
             .iter()
