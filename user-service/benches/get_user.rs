@@ -180,14 +180,16 @@ async fn seed(db: &TestDb) -> User {
         name: "Ada Lovelace".into(),
         created_at: chrono::DateTime::from_timestamp_millis(1_714_564_800_123).unwrap(),
     };
-    sqlx::query("INSERT INTO users (id, email, name, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(user.id)
-        .bind(&user.email)
-        .bind(&user.name)
-        .bind(user.created_at)
-        .execute(&db.pool().await)
-        .await
-        .expect("seed the user");
+    sqlx::query!(
+        "INSERT INTO users (id, email, name, created_at) VALUES ($1, $2, $3, $4)",
+        user.id,
+        user.email,
+        user.name,
+        user.created_at,
+    )
+    .execute(&db.pool().await)
+    .await
+    .expect("seed the user");
     user
 }
 

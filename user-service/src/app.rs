@@ -1,30 +1,30 @@
-//! Start-up: database, broker server and ops port, wired from a [`Config`].
+//! Building and running the service: what `main` and the tests both call.
+//!
+//! [`App::build`] migrates the database, starts the coalescing reader, the broker server and
+//! the ops port, and returns the bound ops address. When the shutdown token fires the service
+//! stops in dependency order:
+//! 1. the consumers are cancelled and in-flight handlers finish (within `SHUTDOWN_GRACE_MS`);
+//!    the ops port closes;
+//! 2. the reader answers what is still queued and stops;
+//! 3. the pool closes.
+//!
+//! [`App::run_until_stopped`] resolves when all of that is done.
 
 use std::{net::SocketAddr, time::Duration};
 
-use secrecy::ExposeSecret;
-use shared::{BrokerConfig, CancellationToken, Listener, Server, ServerConfig, ServerHandle, ops};
+use shared::{CancellationToken, Listener, Server, ServerConfig, ServerHandle, ops};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
 use crate::{
-    config::Config,
-    database::{self, DatabaseError},
+    config::{Config, SERVICE},
+    db::{self, DatabaseError},
     get_user::get_user,
-    lookups::UserLookups,
+    lookups::{Reader, UserLookups},
     projection::{PROJECTED_METRIC, on_user_created},
+    state::AppState,
     users::Users,
 };
-
-/// What the handlers share: the table for writes, the coalescing reader for `get_user`.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub users: Users,
-    pub lookups: UserLookups,
-}
-
-/// The name the service gives itself on the broker and in dead-letter headers.
-pub const SERVICE: &str = "user-service";
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,20 +46,20 @@ pub struct App {
     ops_addr: SocketAddr,
     server: ServerHandle,
     ops: JoinHandle<()>,
-    reader: JoinHandle<()>,
+    reader: Reader,
     pool: PgPool,
 }
 
 impl App {
-    /// Migrates the database, starts the server and binds the ops port. Returns once the
-    /// ops port is bound; the broker connection is made (and remade) in the background, and
-    /// `/readyz` tells when it is up.
+    /// Migrates the database, starts the server and binds the ops port (port 0 picks a free
+    /// one: [`App::ops_addr`] tells which). Returns once the ops port is bound; the broker
+    /// connection is made (and remade) in the background, and `/readyz` tells when it is up.
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, StartupError> {
         metrics::describe_counter!(PROJECTED_METRIC, "user.created events handled, by outcome (applied, stale)");
-        let pool = database::pool(&config.database_url, config.database_pool_size, config.database_timeout)?;
-        database::migrate(&pool, &shutdown).await?;
-        let users = Users::new(pool.clone(), config.database_timeout);
-        let (lookups, reader) = UserLookups::start(&users, config.database_timeout);
+        let pool = db::pool(&config.database)?;
+        db::migrate(&pool, &shutdown).await?;
+        let users = Users::new(pool.clone(), config.database.database_timeout);
+        let (lookups, reader) = UserLookups::start(&users, config.database.database_timeout);
 
         // A child token, so that a failed start stops what it already started.
         let stop = shutdown.child_token();
@@ -67,7 +67,7 @@ impl App {
             .request(get_user)
             .event(on_user_created)
             .listen(Listener::queue(&config.user_queue))
-            .listen(Listener::queue(&config.user_events_queue).bind_events(&config.events_exchange))
+            .listen(Listener::queue(&config.user_events_queue).bind_events(&config.broker.events_exchange))
             .start(server_config(&config), stop.clone());
 
         let readiness = ops::Readiness::default()
@@ -76,12 +76,14 @@ impl App {
                 async move { users.ping().await }
             })
             .flag("broker", server.readiness());
-        let (ops_addr, ops) = match ops::serve(config.ops_addr, ops::router(readiness), stop.clone()).await {
+        let (ops_addr, ops) = match ops::serve(config.ops.ops_addr, ops::router(readiness), stop.clone()).await {
             Ok(bound) => bound,
             Err(source) => {
                 stop.cancel();
                 server.stopped().await;
-                return Err(StartupError::Ops { addr: config.ops_addr, source });
+                reader.stop().await;
+                pool.close().await;
+                return Err(StartupError::Ops { addr: config.ops.ops_addr, source });
             }
         };
         tracing::info!(%ops_addr, queue = %config.user_queue, events_queue = %config.user_events_queue, "user-service started");
@@ -98,27 +100,24 @@ impl App {
         self.server.wait_ready(deadline).await
     }
 
-    /// Waits for the shutdown to complete: consumers cancelled, in-flight handlers finished
-    /// (within the grace period), ops port closed, database connections closed.
+    /// Runs until the shutdown token is cancelled, then waits for the shutdown to complete
+    /// (see the module docs for the order).
     pub async fn run_until_stopped(self) {
         self.server.stopped().await;
         if let Err(error) = self.ops.await {
             tracing::error!(error = %error, "ops server task failed");
         }
-        // The server held the last lookup handles: the reader ends once it answered them all.
-        if let Err(error) = self.reader.await {
-            tracing::error!(error = %error, "the user reader failed");
-        }
+        // Only now: the handlers that were still running needed the reader to answer them.
+        self.reader.stop().await;
         self.pool.close().await;
         tracing::info!("user-service stopped");
     }
 }
 
 fn server_config(config: &Config) -> ServerConfig {
-    let broker = BrokerConfig::new(config.amqp_url.expose_secret(), SERVICE);
-    let mut server = ServerConfig::new(broker, SERVICE);
-    server.prefetch = config.prefetch;
-    server.retry = config.retry.clone();
-    server.shutdown_grace = config.shutdown_grace;
+    let mut server = ServerConfig::new(config.broker.broker_config(SERVICE.name), SERVICE.name);
+    server.prefetch = config.consumer.prefetch.get();
+    server.retry = config.retry.policy();
+    server.shutdown_grace = config.ops.shutdown_grace;
     server
 }

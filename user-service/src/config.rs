@@ -1,129 +1,71 @@
-//! The service's configuration: every setting from one environment variable with a default
-//! that works against the compose stack and against local services (README, "Configuration").
+//! The service's configuration: the shared settings groups (declared once in
+//! [`shared::config`]) plus the two queues this service owns. Every setting is an environment
+//! variable (also a `--flag`) with a default that works against the compose stack and against
+//! local services; `user-service --help` lists them all (README, "Configuration").
 
-use std::{fmt::Display, net::SocketAddr, str::FromStr, time::Duration};
+use shared::config::{
+    BrokerSettings, ConfigError, ConsumerSettings, DatabaseSettings, LogSettings, OpsSettings, RetrySettings,
+    ServiceSpec,
+};
 
-use secrecy::SecretString;
-use shared::{RetryPolicy, telemetry::LogFormat};
+/// What the binary tells the shared reader about itself.
+pub const SERVICE: ServiceSpec = ServiceSpec {
+    name: env!("CARGO_PKG_NAME"),
+    version: env!("CARGO_PKG_VERSION"),
+    about: "Answers {cmd:\"get_user\"} over RabbitMQ from its own Postgres projection of user.created events",
+    defaults: &[
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/users"),
+        // One connection per lookup batch and per projected event: 16 served the bench best.
+        ("DATABASE_MAX_CONNECTIONS", "16"),
+        // Stated here although it is the shared default: the BENCH.md figures were taken with it.
+        ("PREFETCH", "32"),
+    ],
+    renamed: &[("DATABASE_POOL_SIZE", "DATABASE_MAX_CONNECTIONS")],
+    healthcheck_var: "OPS_ADDR",
+};
 
-/// Everything [`crate::App::build`] needs. Built by [`Config::from_env`] in the binary and by
-/// [`Config::from_lookup`] in tests, which then override names (queues, databases) per test.
+/// Everything [`crate::App::build`] needs. The binary reads it through
+/// [`shared::startup::main`]; tests build it with [`Config::from_lookup`] and then adjust fields.
 ///
-/// URLs may hold passwords, so they are [`SecretString`]s: `Debug` never shows them.
-#[derive(Debug, Clone)]
+/// URLs may hold passwords: they are `SecretString`s, so `Debug` never shows them.
+#[derive(clap::Args, Debug, Clone)]
 pub struct Config {
-    /// `AMQP_URL`.
-    pub amqp_url: SecretString,
-    /// `DATABASE_URL`: a database that exists; the service migrates it at start.
-    pub database_url: SecretString,
-    /// `DATABASE_POOL_SIZE`: connections at most; requests beyond it wait for one.
-    pub database_pool_size: u32,
-    /// `DATABASE_TIMEOUT_MS`: the bound on any database call, waiting for a connection
-    /// included. Kept well under the callers' RPC timeout (5 s by default) so that a database
-    /// outage is answered with an error reply instead of a caller-side timeout.
-    pub database_timeout: Duration,
-    /// `OPS_ADDR`: `/healthz`, `/readyz`, `/metrics`.
-    pub ops_addr: SocketAddr,
-    /// `USER_QUEUE`: the RPC queue (durable, no arguments, as NestJS clients assert it).
+    #[command(flatten)]
+    pub broker: BrokerSettings,
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    #[command(flatten)]
+    pub ops: OpsSettings,
+    #[command(flatten)]
+    pub consumer: ConsumerSettings,
+    #[command(flatten)]
+    pub retry: RetrySettings,
+    #[command(flatten)]
+    pub log: LogSettings,
+    /// The get_user RPC queue (durable, no arguments, as NestJS clients assert it)
+    #[arg(long = "user-queue", env = "USER_QUEUE", value_name = "NAME", default_value = "user_queue")]
     pub user_queue: String,
-    /// `USER_EVENTS_QUEUE`: the projection's queue, bound to the events exchange.
+    /// The projection's queue, bound to the events exchange for user.created
+    #[arg(
+        long = "user-events-queue",
+        env = "USER_EVENTS_QUEUE",
+        value_name = "NAME",
+        default_value = "user_events_queue"
+    )]
     pub user_events_queue: String,
-    /// `EVENTS_EXCHANGE`: the topic exchange `user.created` is published to.
-    pub events_exchange: String,
-    /// `LOG_FORMAT`: `pretty` or `json`.
-    pub log_format: LogFormat,
-    /// `PREFETCH`: unacked messages per queue, hence handlers running at once per queue.
-    pub prefetch: u16,
-    /// `RETRY_MAX_ATTEMPTS`, `RETRY_INITIAL_DELAY_MS`, `RETRY_MULTIPLIER`, `RETRY_MAX_DELAY_MS`:
-    /// how a failing event is retried before it is parked in `<events queue>.dlq`.
-    pub retry: RetryPolicy,
-    /// `SHUTDOWN_GRACE_MS`: how long in-flight handlers may run on after a shutdown signal.
-    pub shutdown_grace: Duration,
-}
-
-/// A variable that is set but cannot be used. The value is echoed only for variables that
-/// hold no secret (URLs are never parsed here).
-#[derive(Debug, thiserror::Error)]
-#[error("{var}={value:?} is invalid: {reason}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub value: String,
-    pub reason: String,
 }
 
 impl Config {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|var| std::env::var(var).ok())
-    }
-
-    /// Reads variables through `lookup`; unset or blank variables take their default.
+    /// Reads variables through `lookup` only (never the process environment); unset or blank
+    /// variables take their default.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env(lookup);
-        let defaults = RetryPolicy::default();
-        Ok(Self {
-            amqp_url: env.string("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f").into(),
-            database_url: env.string("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/users").into(),
-            database_pool_size: env.positive("DATABASE_POOL_SIZE", 16)?,
-            database_timeout: env.millis("DATABASE_TIMEOUT_MS", 2_000)?,
-            ops_addr: env.parse("OPS_ADDR", "0.0.0.0:9090")?,
-            user_queue: env.string("USER_QUEUE", "user_queue"),
-            user_events_queue: env.string("USER_EVENTS_QUEUE", "user_events_queue"),
-            events_exchange: env.string("EVENTS_EXCHANGE", "events"),
-            log_format: env.parse("LOG_FORMAT", "pretty")?,
-            prefetch: env.positive("PREFETCH", 32)?,
-            retry: RetryPolicy {
-                max_attempts: env.positive("RETRY_MAX_ATTEMPTS", defaults.max_attempts)?,
-                initial_delay: env.millis("RETRY_INITIAL_DELAY_MS", millis_of(defaults.initial_delay))?,
-                multiplier: env.positive("RETRY_MULTIPLIER", defaults.multiplier)?,
-                max_delay: env.millis("RETRY_MAX_DELAY_MS", millis_of(defaults.max_delay))?,
-            },
-            shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", 10_000)?,
-        })
+        shared::config::from_lookup(&SERVICE, lookup)
     }
 }
 
-fn millis_of(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Typed reads of variables with defaults.
-struct Env<F>(F);
-
-impl<F: Fn(&str) -> Option<String>> Env<F> {
-    fn raw(&self, var: &str) -> Option<String> {
-        (self.0)(var).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
-    }
-
-    fn string(&self, var: &str, default: &str) -> String {
-        self.raw(var).unwrap_or_else(|| default.to_owned())
-    }
-
-    fn parse<T>(&self, var: &'static str, default: &str) -> Result<T, ConfigError>
-    where
-        T: FromStr,
-        T::Err: Display,
-    {
-        let value = self.string(var, default);
-        value.parse().map_err(|error: T::Err| ConfigError { var, reason: error.to_string(), value })
-    }
-
-    /// A whole number above zero (zero would mean "never" or "nothing" for all of these).
-    fn positive<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
-    where
-        T: FromStr + Display + PartialOrd + Default,
-        T::Err: Display,
-    {
-        let number: T = self.parse(var, &default.to_string())?;
-        if number > T::default() {
-            Ok(number)
-        } else {
-            Err(ConfigError { var, value: number.to_string(), reason: "must be greater than 0".to_owned() })
-        }
-    }
-
-    fn millis(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
-        self.positive(var, default).map(Duration::from_millis)
+impl shared::startup::ServiceConfig for Config {
+    fn log(&self) -> &LogSettings {
+        &self.log
     }
 }
 
@@ -131,9 +73,11 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::collections::HashMap;
+    use std::{collections::HashMap, time::Duration};
 
+    use clap::Args as _;
     use secrecy::ExposeSecret;
+    use shared::{RetryPolicy, telemetry::LogFormat};
 
     use super::*;
 
@@ -145,39 +89,57 @@ mod tests {
     #[test]
     fn defaults_match_the_documented_table() {
         let config = config(&[]).unwrap();
-        assert_eq!(config.amqp_url.expose_secret(), "amqp://guest:guest@127.0.0.1:5672/%2f");
-        assert_eq!(config.database_url.expose_secret(), "postgres://postgres@127.0.0.1:5432/users");
-        assert_eq!(config.ops_addr, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(config.broker.amqp_url.expose_secret(), "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(config.broker.amqp_reconnect_max, Duration::from_secs(10));
+        assert_eq!(config.broker.events_exchange, "events");
+        assert_eq!(config.database.database_url.expose_secret(), "postgres://postgres@127.0.0.1:5432/users");
+        assert_eq!(config.database.database_max_connections.get(), 16);
+        assert_eq!(config.database.database_timeout, Duration::from_secs(2));
+        assert_eq!(config.ops.ops_addr, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(config.ops.shutdown_grace, Duration::from_secs(10));
         assert_eq!(config.user_queue, "user_queue");
         assert_eq!(config.user_events_queue, "user_events_queue");
-        assert_eq!(config.events_exchange, "events");
-        assert_eq!(config.log_format, LogFormat::Pretty);
-        assert_eq!(config.prefetch, 32);
-        assert_eq!(config.retry, RetryPolicy::default());
-        assert_eq!(config.database_timeout, Duration::from_secs(2));
-        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.consumer.prefetch.get(), 32);
+        assert_eq!(config.retry.policy(), RetryPolicy::default());
+        assert_eq!(config.log.log_format, LogFormat::Pretty);
+        assert_eq!(config.log.log_filter, "info");
     }
 
     #[test]
     fn blank_variables_take_their_default() {
-        assert_eq!(config(&[("USER_QUEUE", "  "), ("PREFETCH", "")]).unwrap().prefetch, 32);
+        let config = config(&[("USER_QUEUE", "  "), ("PREFETCH", "")]).unwrap();
+        assert_eq!(config.user_queue, "user_queue");
+        assert_eq!(config.consumer.prefetch.get(), 32);
     }
 
     #[test]
     fn variables_override_defaults() {
-        let config = config(&[("PREFETCH", "8"), ("LOG_FORMAT", "json"), ("RETRY_INITIAL_DELAY_MS", "50")]).unwrap();
-        assert_eq!(config.prefetch, 8);
-        assert_eq!(config.log_format, LogFormat::Json);
-        assert_eq!(config.retry.initial_delay, Duration::from_millis(50));
+        let config = config(&[
+            ("PREFETCH", "8"),
+            ("LOG_FORMAT", "json"),
+            ("RETRY_INITIAL_DELAY_MS", "50"),
+            ("DATABASE_MAX_CONNECTIONS", "4"),
+            ("USER_EVENTS_QUEUE", "projection"),
+        ])
+        .unwrap();
+        assert_eq!(config.consumer.prefetch.get(), 8);
+        assert_eq!(config.log.log_format, LogFormat::Json);
+        assert_eq!(config.retry.policy().initial_delay, Duration::from_millis(50));
+        assert_eq!(config.database.database_max_connections.get(), 4);
+        assert_eq!(config.user_events_queue, "projection");
     }
 
     #[test]
     fn invalid_values_name_the_variable() {
-        let error = config(&[("PREFETCH", "many")]).unwrap_err();
-        assert_eq!(error.var, "PREFETCH");
-        let error = config(&[("RETRY_MAX_ATTEMPTS", "0")]).unwrap_err();
-        assert_eq!(error.to_string(), "RETRY_MAX_ATTEMPTS=\"0\" is invalid: must be greater than 0");
-        assert_eq!(config(&[("OPS_ADDR", "nowhere")]).unwrap_err().var, "OPS_ADDR");
+        let var = |vars: &[(&str, &str)]| match config(vars).unwrap_err() {
+            ConfigError::Invalid { var, .. } => var,
+            other => panic!("expected an invalid value, got {other}"),
+        };
+        assert_eq!(var(&[("PREFETCH", "many")]), "PREFETCH");
+        assert_eq!(var(&[("OPS_ADDR", "nowhere")]), "OPS_ADDR");
+        assert_eq!(var(&[("DATABASE_MAX_CONNECTIONS", "0")]), "DATABASE_MAX_CONNECTIONS");
+        let error = config(&[("RETRY_MAX_ATTEMPTS", "0")]).unwrap_err().to_string();
+        assert!(error.starts_with("RETRY_MAX_ATTEMPTS=\"0\" is invalid"), "{error}");
     }
 
     #[test]
@@ -185,5 +147,13 @@ mod tests {
         let shown = format!("{:?}", config(&[("DATABASE_URL", "postgres://u:hunter2@db/users")]).unwrap());
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("guest:guest"), "{shown}");
+    }
+
+    #[test]
+    fn help_lists_the_service_s_own_variables() {
+        let help = Config::augment_args(clap::Command::new(SERVICE.name)).render_long_help().to_string();
+        for var in ["USER_QUEUE", "USER_EVENTS_QUEUE", "DATABASE_MAX_CONNECTIONS", "PREFETCH", "OPS_ADDR", "RUST_LOG"] {
+            assert!(help.contains(&format!("env: {var}")), "{var} missing from:\n{help}");
+        }
     }
 }

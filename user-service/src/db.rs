@@ -1,14 +1,17 @@
-//! Opening the service's own database and bringing its schema up to date.
+//! The service's own database: the pool every query goes through, and the schema brought up
+//! to date at start (the embedded `migrations/`).
 
 use std::{str::FromStr, time::Duration};
 
-use secrecy::{ExposeSecret, SecretString};
-use shared::CancellationToken;
+use secrecy::ExposeSecret;
+use shared::{CancellationToken, config::DatabaseSettings};
 use sqlx::{
     Connection as _, PgPool,
     migrate::MigrateError,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
+
+use crate::config::SERVICE;
 
 /// How long start-up keeps trying to reach the database before giving up (a database that
 /// starts a little later than the service, as in a fresh compose stack, is not an error).
@@ -33,18 +36,20 @@ pub enum DatabaseError {
     Cancelled,
 }
 
-/// A pool on `url`: at most `size` connections, each call waiting at most `timeout` for one.
+/// A pool on `DATABASE_URL`: at most `DATABASE_MAX_CONNECTIONS` connections, each call waiting
+/// at most `DATABASE_TIMEOUT_MS` for one.
 ///
 /// Connections are opened lazily, so the pool exists even while the database is down; the
-/// server also caps each statement at `timeout` so no query outlives its caller.
-pub fn pool(url: &SecretString, size: u32, timeout: Duration) -> Result<PgPool, DatabaseError> {
+/// server also caps each statement at the same timeout so no query outlives its caller.
+pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, DatabaseError> {
+    let timeout = settings.database_timeout;
     let statement_timeout = format!("{}ms", timeout.as_millis());
-    let options = PgConnectOptions::from_str(url.expose_secret())
+    let options = PgConnectOptions::from_str(settings.database_url.expose_secret())
         .map_err(DatabaseError::InvalidUrl)?
-        .application_name("user-service")
+        .application_name(SERVICE.name)
         .options([("statement_timeout", statement_timeout.as_str())]);
     Ok(PgPoolOptions::new()
-        .max_connections(size)
+        .max_connections(settings.database_max_connections.get())
         .acquire_timeout(timeout)
         // sqlx's default pings every connection it hands out: a round trip per query. sqlx
         // already checks each connection when it comes back to the pool, so only one that has
@@ -62,7 +67,8 @@ pub fn pool(url: &SecretString, size: u32, timeout: Duration) -> Result<PgPool, 
 }
 
 /// Runs the embedded migrations (`user-service/migrations`), retrying while the database is
-/// unreachable for up to 30 s (a database starting with the service).
+/// unreachable for up to 30 s (a database starting with the service). Safe with several
+/// instances starting at once: sqlx takes an advisory lock.
 pub async fn migrate(pool: &PgPool, shutdown: &CancellationToken) -> Result<(), DatabaseError> {
     let give_up = tokio::time::Instant::now() + STARTUP_PATIENCE;
     loop {

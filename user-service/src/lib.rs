@@ -16,18 +16,20 @@
 //! - the schema is owned here, through the embedded migrations run at start;
 //! - on shutdown, consumers stop first and in-flight handlers finish within the grace period.
 //!
-//! Modules: [`config`] (environment), [`app`] (start-up), [`get_user`] and [`projection`]
-//! (the two handlers), [`users`] (the table), [`lookups`] (concurrent reads coalesced into
-//! few queries), [`database`] (pool and migrations), [`error`] (what crosses each boundary).
+//! Modules: [`config`] (settings), [`app`] (build and run), [`state`] (what the handlers
+//! share), [`get_user`] and [`projection`] (the two handlers), [`users`] (the table),
+//! [`lookups`] (concurrent reads coalesced into few queries), [`db`] (pool and migrations),
+//! [`error`] (what crosses each boundary).
 
 pub mod app;
 pub mod config;
-pub mod database;
+pub mod db;
 pub mod error;
 pub mod get_user;
 pub mod lookups;
 pub mod projection;
+pub mod state;
 pub mod users;
 
 pub use app::{App, StartupError};
-pub use config::{Config, ConfigError};
+pub use config::{Config, SERVICE};

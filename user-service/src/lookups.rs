@@ -12,14 +12,12 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use shared::contracts::User;
-use tokio::{
-    sync::{mpsc, oneshot},
-    task::JoinHandle,
-};
+use shared::{CancellationToken, contracts::User};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
-use crate::users::{DbError, Users};
+use crate::users::{DbError, Users, UsersReader};
 
 /// The most lookups one query answers, which bounds its parameter array and its result.
 const MAX_BATCH: usize = 256;
@@ -28,8 +26,7 @@ const QUEUE_CAPACITY: usize = 4096;
 
 /// A cheap-to-clone handle for reading profiles by id.
 ///
-/// Every [`UserLookups::find`] answers within the database timeout, queueing included. The
-/// reader stops once every handle is dropped, after answering what was queued.
+/// Every [`UserLookups::find`] answers within the database timeout, queueing included.
 #[derive(Debug, Clone)]
 pub struct UserLookups {
     queue: mpsc::Sender<Lookup>,
@@ -56,11 +53,22 @@ pub enum LookupError {
     Stopped,
 }
 
+/// The reader task, owned by whoever started it: [`Reader::stop`] ends it and waits for it;
+/// dropping it without that aborts the task, so it never outlives its owner.
+#[derive(Debug)]
+#[must_use = "the reader runs until it is stopped; dropping it aborts it"]
+pub struct Reader {
+    stop: CancellationToken,
+    task: AbortOnDropHandle<()>,
+}
+
 impl UserLookups {
     /// Starts the reader on `users`; each lookup may wait at most `timeout` for its answer.
-    pub fn start(users: &Users, timeout: Duration) -> (Self, JoinHandle<()>) {
+    pub fn start(users: &Users, timeout: Duration) -> (Self, Reader) {
         let (queue, waiting) = mpsc::channel(QUEUE_CAPACITY);
-        (Self { queue, timeout }, tokio::spawn(read(users.clone(), waiting)))
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(read(users.reader(), waiting, stop.clone()));
+        (Self { queue, timeout }, Reader { stop, task: AbortOnDropHandle::new(task) })
     }
 
     /// The profile of user `id`, if the projection has it.
@@ -74,28 +82,57 @@ impl UserLookups {
     }
 }
 
-/// The reader: takes whatever is queued, answers it with one query, until every handle is gone.
-async fn read(users: Users, mut waiting: mpsc::Receiver<Lookup>) {
-    let mut reader = users.reader();
-    while let Some(batch) = next_batch(&mut waiting).await {
-        // Callers that gave up meanwhile need no answer.
-        let batch: Vec<Lookup> = batch.into_iter().filter(|lookup| !lookup.reply.is_closed()).collect();
-        if batch.is_empty() {
-            continue;
+impl Reader {
+    /// Stops taking lookups (later ones fail with [`LookupError::Stopped`]), answers those
+    /// already queued, and waits until the task has ended and given back its connection.
+    ///
+    /// Called once the handlers have finished: stopping earlier would fail in-flight requests.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        if let Err(error) = self.task.await {
+            tracing::error!(error = %error, "the user reader failed");
         }
-        let ids: Vec<Uuid> = batch.iter().map(|lookup| lookup.id).collect();
-        match reader.find_many(&ids).await {
-            Ok(found) => {
-                let found: HashMap<Uuid, User> = found.into_iter().map(|user| (user.id, user)).collect();
-                for lookup in batch {
-                    let _gone = lookup.reply.send(Ok(found.get(&lookup.id).cloned()));
-                }
+    }
+}
+
+/// The reader: takes whatever is queued and answers it with one query, until it is stopped
+/// (or every handle is gone) and the queue is empty.
+async fn read(mut reader: UsersReader, mut waiting: mpsc::Receiver<Lookup>, stop: CancellationToken) {
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            // Closing refuses new lookups but keeps the queued ones for `next_batch`.
+            () = stop.cancelled(), if !stopping => {
+                waiting.close();
+                stopping = true;
             }
-            Err(error) => {
-                let error = Arc::new(error);
-                for lookup in batch {
-                    let _gone = lookup.reply.send(Err(Arc::clone(&error)));
-                }
+            batch = next_batch(&mut waiting) => match batch {
+                Some(batch) => answer(&mut reader, batch).await,
+                None => break,
+            },
+        }
+    }
+}
+
+/// Answers one batch with one query.
+async fn answer(reader: &mut UsersReader, batch: Vec<Lookup>) {
+    // Callers that gave up meanwhile need no answer.
+    let batch: Vec<Lookup> = batch.into_iter().filter(|lookup| !lookup.reply.is_closed()).collect();
+    if batch.is_empty() {
+        return;
+    }
+    let ids: Vec<Uuid> = batch.iter().map(|lookup| lookup.id).collect();
+    match reader.find_many(&ids).await {
+        Ok(found) => {
+            let found: HashMap<Uuid, User> = found.into_iter().map(|user| (user.id, user)).collect();
+            for lookup in batch {
+                let _gone = lookup.reply.send(Ok(found.get(&lookup.id).cloned()));
+            }
+        }
+        Err(error) => {
+            let error = Arc::new(error);
+            for lookup in batch {
+                let _gone = lookup.reply.send(Err(Arc::clone(&error)));
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use shared::{MessageContext, State, contracts::UserCreated};
 
-use crate::{app::AppState, error::ProjectionError};
+use crate::{error::ProjectionError, state::AppState};
 
 /// Metric: events projected, by outcome (`applied` or `stale`).
 pub const PROJECTED_METRIC: &str = "users_projected_total";

@@ -10,7 +10,7 @@ use shared::contracts::{User, UserCreated};
 use sqlx::{PgPool, Postgres, pool::PoolConnection};
 use uuid::Uuid;
 
-use crate::database::TRUSTED_IF_USED_WITHIN;
+use crate::db::TRUSTED_IF_USED_WITHIN;
 
 /// The users projection behind a connection pool.
 ///
@@ -61,7 +61,7 @@ impl DbError {
     }
 }
 
-#[derive(sqlx::FromRow)]
+/// A row as `find_many` reads it (`query_as!` checks the columns against the table).
 struct UserRow {
     id: Uuid,
     email: String,
@@ -93,19 +93,19 @@ impl Users {
     /// seeing an event again changes nothing (not even `updated_at`). A publisher that sets
     /// no event id passes `""`; two such events with one `createdAt` keep the first.
     pub async fn project(&self, user: &UserCreated, event_id: &str) -> Result<Projected, DbError> {
-        let query = sqlx::query(
+        let query = sqlx::query!(
             "INSERT INTO users (id, email, name, created_at, event_id, updated_at)
              VALUES ($1, $2, $3, $4, $5, now())
              ON CONFLICT (id) DO UPDATE
                 SET email = EXCLUDED.email, name = EXCLUDED.name, created_at = EXCLUDED.created_at,
                     event_id = EXCLUDED.event_id, updated_at = now()
               WHERE (users.created_at, users.event_id) < (EXCLUDED.created_at, EXCLUDED.event_id)",
+            user.id,
+            user.email,
+            user.name,
+            user.created_at,
+            event_id,
         )
-        .bind(user.id)
-        .bind(&user.email)
-        .bind(&user.name)
-        .bind(user.created_at)
-        .bind(event_id)
         .execute(&self.pool);
         let written = self.bounded(query).await?.rows_affected();
         Ok(if written == 0 { Projected::Stale } else { Projected::Applied })
@@ -113,7 +113,7 @@ impl Users {
 
     /// Whether the database answers a trivial query now (for `/readyz`).
     pub async fn ping(&self) -> bool {
-        self.bounded(sqlx::query("SELECT 1").execute(&self.pool)).await.is_ok()
+        self.bounded(sqlx::query_scalar!(r#"SELECT 1 AS "alive!""#).fetch_one(&self.pool)).await.is_ok()
     }
 
     async fn bounded<T>(&self, call: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, DbError> {
@@ -149,8 +149,7 @@ impl UsersReader {
                     Some(connection) => connection,
                     None => held.insert(users.pool.acquire().await?),
                 };
-                sqlx::query_as::<_, UserRow>("SELECT id, email, name, created_at FROM users WHERE id = ANY($1)")
-                    .bind(ids)
+                sqlx::query_as!(UserRow, "SELECT id, email, name, created_at FROM users WHERE id = ANY($1)", ids)
                     .fetch_all(&mut **connection)
                     .await
             })

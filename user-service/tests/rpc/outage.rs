@@ -1,25 +1,24 @@
 //! Postgres cut away mid-run (a chaos proxy between the service and Postgres): callers get a
 //! clear error reply in time, readiness says why, and everything heals once it is back.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use shared::RetryPolicy;
 use tests::{ChaosProxy, TestDb, eventually};
 use uuid::Uuid;
 
 use crate::support::{DEADLINE, RPC_TIMEOUT, TestApp, created, http_status, metrics_text, new_user, remote_error};
 
 /// Starts the service with its database reached through a chaos proxy.
-async fn spawn_behind_proxy(customise: impl FnOnce(&mut user_service::Config)) -> (TestApp, ChaosProxy) {
+async fn spawn_behind_proxy(settings: &[(&str, &str)]) -> (TestApp, ChaosProxy) {
     let db = TestDb::create().await;
     let proxy = ChaosProxy::in_front_of(&db.url).await;
     let url = proxy.url_for(&db.url);
-    (TestApp::spawn_on(db, Some(url), customise).await, proxy)
+    (TestApp::spawn_on(db, Some(url), settings).await, proxy)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_user_answers_503_in_time_while_postgres_is_cut_and_200_once_it_is_back() {
-    let (app, proxy) = spawn_behind_proxy(|_| {}).await;
+    let (app, proxy) = spawn_behind_proxy(&[]).await;
     let user = new_user("Ada");
     app.seed(&user).await;
     assert_eq!(app.get_user(user.id).await.unwrap(), user);
@@ -38,7 +37,7 @@ async fn get_user_answers_503_in_time_while_postgres_is_cut_and_200_once_it_is_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_reports_the_database_down_during_the_cut() {
-    let (app, proxy) = spawn_behind_proxy(|_| {}).await;
+    let (app, proxy) = spawn_behind_proxy(&[]).await;
     let (status, body) = http_status(&app.ops_url("/readyz")).await;
     assert_eq!(status, 200, "{body}");
 
@@ -59,13 +58,13 @@ async fn readyz_reports_the_database_down_during_the_cut() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_during_the_cut_is_retried_until_it_lands() {
-    let patient = RetryPolicy {
-        max_attempts: 20,
-        initial_delay: Duration::from_millis(100),
-        multiplier: 2,
-        max_delay: Duration::from_millis(500),
-    };
-    let (app, proxy) = spawn_behind_proxy(|config| config.retry = patient).await;
+    let patient = [
+        ("RETRY_MAX_ATTEMPTS", "20"),
+        ("RETRY_INITIAL_DELAY_MS", "100"),
+        ("RETRY_MULTIPLIER", "2"),
+        ("RETRY_MAX_DELAY_MS", "500"),
+    ];
+    let (app, proxy) = spawn_behind_proxy(&patient).await;
     let user = new_user("Ada");
 
     proxy.cut().await;

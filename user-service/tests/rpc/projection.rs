@@ -5,18 +5,15 @@ use lapin::BasicProperties;
 use serde_json::json;
 use shared::contracts::User;
 use tests::eventually;
-use user_service::Config;
 use uuid::Uuid;
 
 use crate::support::{DEADLINE, TestApp, at, created, new_user};
 
 /// One handler at a time, in queue order: once a later event is visible, every earlier one
 /// has been handled.
-fn in_order(config: &mut Config) {
-    config.prefetch = 1;
-}
+const IN_ORDER: &[(&str, &str)] = &[("PREFETCH", "1")];
 
-/// Emits a sentinel event and waits until it is projected: with [`in_order`], everything
+/// Emits a sentinel event and waits until it is projected: with [`IN_ORDER`], everything
 /// emitted before it has been handled by then.
 async fn settle(app: &TestApp) {
     let sentinel = new_user("sentinel");
@@ -48,7 +45,7 @@ async fn a_user_created_event_makes_the_user_available() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_event_twice_leaves_one_unchanged_row() {
-    let app = TestApp::spawn_with(in_order).await;
+    let app = TestApp::spawn_with(IN_ORDER).await;
     let user = new_user("Ada");
     let event_id = Uuid::new_v4().to_string();
     app.emit(&created(&user), &event_id).await;
@@ -66,7 +63,7 @@ async fn the_same_event_twice_leaves_one_unchanged_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_event_after_a_newer_one_keeps_the_newer_data() {
-    let app = TestApp::spawn_with(in_order).await;
+    let app = TestApp::spawn_with(IN_ORDER).await;
     let older = new_user("Ada");
     let newer = User { name: "Ada Lovelace".into(), created_at: at("2024-05-02T08:00:00.000Z"), ..older.clone() };
 
@@ -82,7 +79,7 @@ async fn an_older_event_after_a_newer_one_keeps_the_newer_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_event_replaces_an_older_one() {
-    let app = TestApp::spawn_with(in_order).await;
+    let app = TestApp::spawn_with(IN_ORDER).await;
     let older = new_user("Ada");
     let newer =
         User { email: "ada@lovelace.example".into(), created_at: at("2024-05-02T08:00:00.000Z"), ..older.clone() };
@@ -98,7 +95,7 @@ async fn a_newer_event_replaces_an_older_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_with_one_created_at_converge_whatever_their_order() {
-    let app = TestApp::spawn_with(in_order).await;
+    let app = TestApp::spawn_with(IN_ORDER).await;
     // Two versions of one user with the same createdAt: the greater event id wins.
     let (small_id, big_id) = ("00000000-0000-4000-8000-000000000001", "ffffffff-ffff-4fff-bfff-ffffffffffff");
     let first = new_user("first");
@@ -167,5 +164,5 @@ async fn an_event_postgres_rejects_is_parked_at_once_not_retried() {
 }
 
 async fn updated_at(app: &TestApp, id: Uuid) -> chrono::DateTime<chrono::Utc> {
-    sqlx::query_scalar("SELECT updated_at FROM users WHERE id = $1").bind(id).fetch_one(&app.pool).await.unwrap()
+    sqlx::query_scalar!("SELECT updated_at FROM users WHERE id = $1", id).fetch_one(&app.pool).await.unwrap()
 }

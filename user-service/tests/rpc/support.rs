@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::SocketAddr, sync::mpsc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use shared::{
-    BrokerConfig, CancellationToken, Client, ClientConfig, EmitOptions, EmitTarget, RetryPolicy, RpcError,
+    BrokerConfig, CancellationToken, Client, ClientConfig, EmitOptions, EmitTarget, RpcError,
     contracts::{GetUser, User, UserCreated},
     topology,
 };
@@ -20,14 +20,12 @@ pub const DEADLINE: Duration = Duration::from_secs(15);
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Short retries, so that a failing event reaches its DLQ within a test's patience.
-fn test_retry() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 3,
-        initial_delay: Duration::from_millis(50),
-        multiplier: 2,
-        max_delay: Duration::from_millis(200),
-    }
-}
+const TEST_RETRY: [(&str, &str); 4] = [
+    ("RETRY_MAX_ATTEMPTS", "3"),
+    ("RETRY_INITIAL_DELAY_MS", "50"),
+    ("RETRY_MULTIPLIER", "2"),
+    ("RETRY_MAX_DELAY_MS", "200"),
+];
 
 /// One running user-service and what a test needs around it. Dropping it stops the service
 /// and deletes its queues and exchange; [`TestApp::finish`] also checks that nothing was
@@ -54,37 +52,36 @@ pub struct TestApp {
 impl TestApp {
     /// Starts the service with the test defaults and waits until it consumes.
     pub async fn spawn() -> TestApp {
-        TestApp::spawn_with(|_| {}).await
+        TestApp::spawn_with(&[]).await
     }
 
-    /// Like [`TestApp::spawn`], with `customise` applied to the configuration last.
-    pub async fn spawn_with(customise: impl FnOnce(&mut Config)) -> TestApp {
+    /// Like [`TestApp::spawn`], with `settings` (variable, value) read over the test defaults.
+    pub async fn spawn_with(settings: &[(&str, &str)]) -> TestApp {
         let db = TestDb::create().await;
-        TestApp::spawn_on(db, None, customise).await
+        TestApp::spawn_on(db, None, settings).await
     }
 
     /// Starts the service on `db`, reaching it through `database_url` when given (e.g. a
     /// chaos proxy in front of it).
-    pub async fn spawn_on(db: TestDb, database_url: Option<String>, customise: impl FnOnce(&mut Config)) -> TestApp {
+    pub async fn spawn_on(db: TestDb, database_url: Option<String>, settings: &[(&str, &str)]) -> TestApp {
         logs::init();
         let amqp_url = amqp_url().await;
         let queue = unique("user_queue");
         let events_queue = unique("user_events_queue");
         let exchange = unique("events");
-        let vars: HashMap<&str, String> = HashMap::from([
+        let mut vars: HashMap<&str, String> = HashMap::from([
             ("AMQP_URL", amqp_url.clone()),
             ("DATABASE_URL", database_url.unwrap_or_else(|| db.url.clone())),
             ("OPS_ADDR", "127.0.0.1:0".to_owned()),
             ("USER_QUEUE", queue.clone()),
             ("USER_EVENTS_QUEUE", events_queue.clone()),
             ("EVENTS_EXCHANGE", exchange.clone()),
-            ("DATABASE_POOL_SIZE", "4".to_owned()),
+            ("DATABASE_MAX_CONNECTIONS", "4".to_owned()),
             ("SHUTDOWN_GRACE_MS", "5000".to_owned()),
         ]);
-        let mut config = Config::from_lookup(|var| vars.get(var).cloned()).expect("test configuration");
-        config.retry = test_retry();
-        customise(&mut config);
-        let retry_delays = config.retry.delays();
+        vars.extend(TEST_RETRY.iter().chain(settings).map(|&(var, value)| (var, value.to_owned())));
+        let config = Config::from_lookup(|var| vars.get(var).cloned()).expect("test configuration");
+        let retry_delays = config.retry.policy().delays();
 
         let shutdown = CancellationToken::new();
         let app = App::build(config, shutdown.clone()).await.expect("user-service starts");
@@ -135,20 +132,21 @@ impl TestApp {
 
     /// Writes a user straight into the projection (for tests of `get_user` alone).
     pub async fn seed(&self, user: &User) {
-        sqlx::query("INSERT INTO users (id, email, name, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(user.id)
-            .bind(&user.email)
-            .bind(&user.name)
-            .bind(user.created_at)
-            .execute(&self.pool)
-            .await
-            .expect("seed a user");
+        sqlx::query!(
+            "INSERT INTO users (id, email, name, created_at) VALUES ($1, $2, $3, $4)",
+            user.id,
+            user.email,
+            user.name,
+            user.created_at,
+        )
+        .execute(&self.pool)
+        .await
+        .expect("seed a user");
     }
 
     /// The rows the projection holds for `id`.
     pub async fn rows_for(&self, id: Uuid) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM users WHERE id = $1")
-            .bind(id)
+        sqlx::query_scalar!(r#"SELECT count(*) AS "rows!" FROM users WHERE id = $1"#, id)
             .fetch_one(&self.pool)
             .await
             .expect("count rows")
