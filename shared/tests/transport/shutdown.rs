@@ -28,3 +28,23 @@ async fn shutdown_lets_in_flight_handlers_finish_and_reply() {
     assert!(matches!(error, shared::RpcError::Timeout { .. }), "{error:?}");
     probe.delete_queues(&[&fixture.queue]).await;
 }
+
+#[tokio::test]
+async fn a_client_whose_token_fires_fails_its_calls_at_once_and_closed_awaits_its_end() {
+    let fixture = Fixture::start().await;
+    let client = fixture.client.clone();
+    let call = tokio::spawn(async move {
+        let options = shared::SendOptions { timeout: Some(Duration::from_secs(30)), ..Default::default() };
+        client.send_with(&Echo { text: "cut short".into(), delay_ms: 3000 }, options).await
+    });
+    tokio::time::timeout(DEADLINE, fixture.recorder.echo_started.notified()).await.expect("the handler never started");
+
+    fixture.client_shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), fixture.client.closed()).await.expect("the client did not close");
+    let result =
+        tokio::time::timeout(Duration::from_secs(1), call).await.expect("the call outlived its client").unwrap();
+    assert!(matches!(result, Err(shared::RpcError::Unavailable { .. })), "{result:?}");
+    assert!(!fixture.client.is_connected());
+    let late = fixture.client.send(&Echo { text: "late".into(), delay_ms: 0 }).await.unwrap_err();
+    assert!(matches!(late, shared::RpcError::Unavailable { .. }), "{late:?}");
+}
