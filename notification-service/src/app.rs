@@ -1,61 +1,37 @@
-//! Startup: the database (migrated), the SMTP transport, the consumer and the ops port,
-//! built from a [`Config`] and run until the shutdown token fires.
+//! Startup: the database (migrated), the SMTP transport, the consumer and the ops port, built
+//! from a [`Config`] and run until the shutdown token fires.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
-use lettre::message::Mailbox;
 use secrecy::ExposeSecret;
-use shared::{BrokerConfig, CancellationToken, Listener, Server, ServerConfig, ServerHandle, ops};
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use shared::{CancellationToken, Listener, Server, ServerConfig, ServerHandle, config::ConfigError, ops};
+use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use crate::{Config, event_id::MessageIdDomain, mailer::Mailer, welcome_mail};
-
-/// The name in broker connections, dead-letter headers (`x-service`) and logs.
-pub const SERVICE_NAME: &str = "notification-service";
-/// How long a mail may wait for a database connection before it is retried later.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What every handler call shares. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-struct Shared {
-    pool: PgPool,
-    mailer: Mailer,
-    mail_from: Mailbox,
-    message_id_domain: MessageIdDomain,
-}
-
-impl AppState {
-    pub fn pool(&self) -> &PgPool {
-        &self.0.pool
-    }
-
-    pub fn mailer(&self) -> &Mailer {
-        &self.0.mailer
-    }
-
-    pub fn mail_from(&self) -> &Mailbox {
-        &self.0.mail_from
-    }
-
-    pub fn message_id_domain(&self) -> &MessageIdDomain {
-        &self.0.message_id_domain
-    }
-}
+use crate::{
+    config::{Config, SERVICE},
+    db::{self, DatabaseError},
+    mailer::Mailer,
+    sent_mails::SentMails,
+    state::{AppState, Parts},
+    welcome_mail,
+};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("cannot connect to the database")]
-    Database(#[source] sqlx::Error),
-    #[error("cannot migrate the database")]
-    Migrate(#[source] sqlx::migrate::MigrateError),
+pub enum StartupError {
+    #[error("invalid configuration")]
+    Config(#[source] ConfigError),
+    #[error("the database is not usable")]
+    Database(#[source] DatabaseError),
     #[error("SMTP_URL is not usable")]
     SmtpUrl(#[source] lettre::transport::smtp::Error),
     #[error("cannot listen on the ops address {addr}")]
-    Ops { addr: SocketAddr, source: std::io::Error },
+    Ops {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The running service: consuming `user.created`, serving the ops port.
@@ -73,39 +49,48 @@ pub struct App {
 }
 
 impl App {
-    pub async fn build(config: Config, shutdown: CancellationToken) -> Result<App, BuildError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(config.database_max_connections)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(config.database_url.expose_secret())
-            .await
-            .map_err(BuildError::Database)?;
-        sqlx::migrate!().run(&pool).await.map_err(BuildError::Migrate)?;
-        let mailer = Mailer::new(config.smtp_url.expose_secret(), config.smtp_timeout, u32::from(config.prefetch))
-            .map_err(BuildError::SmtpUrl)?;
-        let state = AppState(Arc::new(Shared {
-            pool,
-            mailer,
-            mail_from: config.mail_from.clone(),
-            message_id_domain: config.message_id_domain.clone(),
-        }));
+    pub async fn build(config: Config, shutdown: CancellationToken) -> Result<App, StartupError> {
+        // The binary's reader checks each setting alone; this checks them together.
+        config.validate().map_err(StartupError::Config)?;
+        warn_if_lease_outlives_retries(&config);
+        let pool = db::pool(&config.database).map_err(StartupError::Database)?;
+        db::migrate(&pool, &shutdown).await.map_err(StartupError::Database)?;
+        let mailer = Mailer::new(
+            config.smtp_url.expose_secret(),
+            config.smtp_timeout,
+            u32::from(config.consumer.prefetch.get()),
+        )
+        .map_err(StartupError::SmtpUrl)?
+        .send_deadline(config.send_deadline());
 
         // A child token, so that a failure below stops the consumer started here.
         let stop = shutdown.child_token();
+        let sent_mails =
+            SentMails::new(pool, config.claim_lease, config.ambiguous_send, config.database.database_timeout);
+        let owner = sent_mails.owner();
+        let state = AppState::new(Parts {
+            sent_mails,
+            mailer,
+            mail_from: config.mail_from.clone(),
+            message_id_domain: config.message_id_domain.clone(),
+            stopping: stop.clone(),
+            // Half the grace: the rest is for the ack and the consumer's own winding down.
+            record_grace: config.ops.shutdown_grace / 2,
+        });
         let server = Server::new(state.clone())
             .event(welcome_mail::on_user_created)
-            .listen(Listener::queue(&config.notification_queue).bind_events(&config.events_exchange))
+            .listen(Listener::queue(&config.notification_queue).bind_events(&config.broker.events_exchange))
             .start(server_config(&config), stop.clone());
         let router = ops::router(readiness(&state, &server));
-        let (ops_addr, ops) = match ops::serve(config.ops_addr, router, stop.clone()).await {
+        let (ops_addr, ops) = match ops::serve(config.ops.ops_addr, router, stop.clone()).await {
             Ok(bound) => bound,
             Err(source) => {
                 stop.cancel();
                 server.stopped().await;
-                return Err(BuildError::Ops { addr: config.ops_addr, source });
+                return Err(StartupError::Ops { addr: config.ops.ops_addr, source });
             }
         };
-        tracing::info!(%ops_addr, queue = %config.notification_queue, "notification-service started");
+        tracing::info!(%ops_addr, queue = %config.notification_queue, instance = %owner, "notification-service started");
         Ok(App { ops_addr, server, ops, state })
     }
 
@@ -124,6 +109,11 @@ impl App {
         self.state.pool()
     }
 
+    /// This process's id in `sent_mails.owner`.
+    pub fn instance_id(&self) -> uuid::Uuid {
+        self.state.sent_mails().owner()
+    }
+
     /// Runs until the shutdown token fires and everything has wound down.
     pub async fn run_until_stopped(self) {
         self.server.stopped().await;
@@ -137,12 +127,26 @@ impl App {
 }
 
 fn server_config(config: &Config) -> ServerConfig {
-    let broker = BrokerConfig::new(config.amqp_url.expose_secret(), SERVICE_NAME);
-    let mut server = ServerConfig::new(broker, SERVICE_NAME);
-    server.prefetch = config.prefetch;
-    server.retry = config.retry.clone();
-    server.shutdown_grace = config.shutdown_grace;
+    let mut server = ServerConfig::new(config.broker.broker_config(SERVICE.name), SERVICE.name);
+    server.prefetch = config.consumer.prefetch.get();
+    server.retry = config.retry.policy();
+    server.shutdown_grace = config.ops.shutdown_grace;
     server
+}
+
+/// After a crash, the restarted service finds the crashed run's claims younger than the lease
+/// and retries their events through the delay queues until the lease is over; retries that run
+/// out first park those events instead of resending them.
+fn warn_if_lease_outlives_retries(config: &Config) {
+    let policy = config.retry.policy();
+    let budget: Duration = (1..policy.max_attempts).map(|attempt| policy.delay_after(attempt)).sum();
+    if config.claim_lease >= budget {
+        tracing::warn!(
+            claim_lease_ms = config.claim_lease.as_millis(),
+            retry_budget_ms = budget.as_millis(),
+            "CLAIM_LEASE_MS is not shorter than the retry schedule: events claimed by a crashed instance may be parked before their claim expires"
+        );
+    }
 }
 
 /// `/readyz`: the database answers, the queue is consumed, the SMTP server answers NOOP.
@@ -152,7 +156,7 @@ fn readiness(state: &AppState, server: &ServerHandle) -> ops::Readiness {
     ops::Readiness::default()
         .check("database", move || {
             let pool = pool.clone();
-            async move { sqlx::query("SELECT 1").execute(&pool).await.is_ok() }
+            async move { sqlx::query!("SELECT 1 AS one").fetch_one(&pool).await.is_ok() }
         })
         .flag("broker", server.readiness())
         .check("smtp", move || {

@@ -1,165 +1,157 @@
-//! Configuration from environment variables, each with a documented default that works against
-//! the compose stack and against services on localhost (see the README's table).
+//! The service's configuration: the shared settings groups (declared once in
+//! [`shared::config`]) plus the SMTP, mail and claim settings this service owns. Every setting
+//! is an environment variable (also a `--flag`) with a default that works against the compose
+//! stack and against local services; `notification-service --help` lists them all (README,
+//! "Configuration").
 
-use std::{net::SocketAddr, str::FromStr, time::Duration};
+use std::{str::FromStr, time::Duration};
 
 use lettre::message::Mailbox;
 use secrecy::SecretString;
-use shared::{RetryPolicy, telemetry::LogFormat};
+use shared::config::{
+    BrokerSettings, ConfigError, ConsumerSettings, DatabaseSettings, LogSettings, OpsSettings, RetrySettings,
+    ServiceSpec,
+};
 
-use crate::event_id::MessageIdDomain;
+use crate::{event_id::MessageIdDomain, mailer, sent_mails::AmbiguousSend};
 
-/// Everything the service needs to run. Parsed once at start; a bad value is a typed
-/// [`ConfigError`] naming the variable, never a panic later.
+/// What the binary tells the shared reader about itself.
+pub const SERVICE: ServiceSpec = ServiceSpec {
+    name: env!("CARGO_PKG_NAME"),
+    version: env!("CARGO_PKG_VERSION"),
+    about: "Sends exactly one welcome mail per user.created event over SMTP, with retries and a dead-letter queue",
+    defaults: &[
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/notifications"),
+        // Stated although it is the shared default: a mail holds a connection only for its
+        // short claim and record statements, never while SMTP runs, so 10 serve PREFETCH 16
+        // (and the bench's 64) without waiting.
+        ("DATABASE_MAX_CONNECTIONS", "10"),
+        // Events handled at once, and the SMTP connections kept open for them.
+        ("PREFETCH", "16"),
+        // Eight attempts waiting 1 s, 5 s, 25 s, then 60 s: an SMTP outage of about five
+        // minutes is ridden out before an event is parked.
+        ("RETRY_MAX_ATTEMPTS", "8"),
+        ("RETRY_INITIAL_DELAY_MS", "1000"),
+        ("RETRY_MULTIPLIER", "5"),
+        ("RETRY_MAX_DELAY_MS", "60000"),
+    ],
+    renamed: &[],
+    healthcheck_var: "OPS_ADDR",
+};
+
+/// Everything [`crate::App::build`] needs. The binary reads it through
+/// [`shared::startup::main`]; tests build it with [`Config::from_lookup`].
 ///
-/// Guarantees: URLs (which may carry passwords) are [`SecretString`]s, so `Debug` never prints
-/// them; every number is range-checked (no zero prefetch, no zero attempts).
-#[derive(Debug, Clone)]
+/// URLs may hold passwords: they are `SecretString`s, so `Debug` never shows them.
+#[derive(clap::Args, Debug, Clone)]
 pub struct Config {
-    /// `AMQP_URL`: the broker.
-    pub amqp_url: SecretString,
-    /// `DATABASE_URL`: this service's own database (`notifications`), which must exist.
-    pub database_url: SecretString,
-    /// `DATABASE_MAX_CONNECTIONS`: pool size. Every in-flight mail holds one connection for
-    /// its claim (see `sent_mails`), so the default is `PREFETCH + 2` (readiness checks).
-    pub database_max_connections: u32,
-    /// `SMTP_URL`: `smtp://host:port` (plain), `smtp://…?tls=required` (STARTTLS),
-    /// `smtps://…` (TLS), optionally with `user:pass@`.
+    #[command(flatten)]
+    pub broker: BrokerSettings,
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    #[command(flatten)]
+    pub ops: OpsSettings,
+    #[command(flatten)]
+    pub consumer: ConsumerSettings,
+    #[command(flatten)]
+    pub retry: RetrySettings,
+    #[command(flatten)]
+    pub log: LogSettings,
+    /// SMTP server: smtp://host:port (plain), smtp://host:port?tls=required (STARTTLS), smtps://host:port (TLS); user:pass@ for AUTH
+    #[arg(long = "smtp-url", env = "SMTP_URL", value_name = "URL", default_value = "smtp://127.0.0.1:1025", hide_env_values = true, value_parser = secret)]
     pub smtp_url: SecretString,
-    /// `SMTP_TIMEOUT_MS`: the limit for connecting and for each SMTP command.
+    /// Limit for connecting and for each SMTP command, in ms; a whole send gets 8 times that, at most half the claim lease
+    #[arg(long = "smtp-timeout-ms", env = "SMTP_TIMEOUT_MS", value_name = "MS", default_value = "10000", value_parser = millis)]
     pub smtp_timeout: Duration,
-    /// `MAIL_FROM`: the sender mailbox.
+    /// The sender mailbox, e.g. "Welcome <welcome@example.com>"
+    #[arg(long = "mail-from", env = "MAIL_FROM", value_name = "MAILBOX", default_value = "Welcome <welcome@example.com>", value_parser = mailbox)]
     pub mail_from: Mailbox,
-    /// `MESSAGE_ID_DOMAIN`: the right-hand side of every `Message-ID`.
+    /// Right-hand side of every Message-ID (<event id>@<domain>): letters, digits, '-' and inner dots
+    #[arg(long = "message-id-domain", env = "MESSAGE_ID_DOMAIN", value_name = "DOMAIN", default_value = "notification-service", value_parser = message_id_domain)]
     pub message_id_domain: MessageIdDomain,
-    /// `NOTIFICATION_QUEUE`: the queue consumed (durable, no arguments).
+    /// The queue consumed (durable, no arguments), bound to the events exchange for user.created
+    #[arg(
+        long = "notification-queue",
+        env = "NOTIFICATION_QUEUE",
+        value_name = "NAME",
+        default_value = "notification_queue"
+    )]
     pub notification_queue: String,
-    /// `EVENTS_EXCHANGE`: the topic exchange the queue is bound to for `user.created`.
-    pub events_exchange: String,
-    /// `OPS_ADDR`: where `/healthz`, `/readyz` and `/metrics` listen.
-    pub ops_addr: SocketAddr,
-    /// `LOG_FORMAT`: `pretty` or `json`.
-    pub log_format: LogFormat,
-    /// `PREFETCH`: events handled at once (and SMTP connections kept in the pool).
-    pub prefetch: u16,
-    /// `RETRY_MAX_ATTEMPTS`, `RETRY_INITIAL_DELAY_MS`, `RETRY_MULTIPLIER`, `RETRY_MAX_DELAY_MS`.
-    pub retry: RetryPolicy,
-    /// `SHUTDOWN_GRACE_MS`: how long in-flight mails may finish after SIGTERM.
-    pub shutdown_grace: Duration,
+    /// A redelivered event whose earlier send did not finish: resend it with the same Message-ID, or park it in the DLQ
+    #[arg(long = "ambiguous-send", env = "AMBIGUOUS_SEND", value_name = "ACTION", default_value = "resend")]
+    pub ambiguous_send: AmbiguousSend,
+    /// How long another instance's unfinished send is presumed alive, in ms; at least 2 × SMTP_TIMEOUT_MS
+    #[arg(long = "claim-lease-ms", env = "CLAIM_LEASE_MS", value_name = "MS", default_value = "30000", value_parser = millis)]
+    pub claim_lease: Duration,
 }
-
-/// A variable that is set but cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{name} must be {expected}, not `{value}`")]
-    Invalid { name: &'static str, value: String, expected: &'static str },
-    #[error("MAIL_FROM must be a mailbox such as `Welcome <welcome@example.com>`")]
-    MailFrom(#[source] lettre::address::AddressError),
-    #[error("MESSAGE_ID_DOMAIN must be a domain name such as `example.com`, not `{0}`")]
-    MessageIdDomain(String),
-}
-
-pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/notifications";
-pub const DEFAULT_SMTP_URL: &str = "smtp://127.0.0.1:1025";
-pub const DEFAULT_MAIL_FROM: &str = "Welcome <welcome@example.com>";
-pub const DEFAULT_MESSAGE_ID_DOMAIN: &str = "notification-service";
-pub const DEFAULT_NOTIFICATION_QUEUE: &str = "notification_queue";
-pub const DEFAULT_EVENTS_EXCHANGE: &str = "events";
-pub const DEFAULT_OPS_ADDR: &str = "0.0.0.0:9090";
-pub const DEFAULT_PREFETCH: u16 = 16;
-pub const DEFAULT_SMTP_TIMEOUT_MS: u64 = 10_000;
-/// Eight attempts waiting 1 s, 5 s, 25 s, then 60 s: an SMTP outage of about five minutes is
-/// ridden out before an event is parked.
-pub const DEFAULT_RETRY_MAX_ATTEMPTS: u32 = 8;
-pub const DEFAULT_RETRY_INITIAL_DELAY_MS: u64 = 1_000;
-pub const DEFAULT_RETRY_MULTIPLIER: u32 = 5;
-pub const DEFAULT_RETRY_MAX_DELAY_MS: u64 = 60_000;
-pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
 impl Config {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// Reads variables through `lookup` only (never the process environment); unset or blank
+    /// variables take their default. Also checks what no single setting can check alone.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let config: Self = shared::config::from_lookup(&SERVICE, lookup)?;
+        config.validate()?;
+        Ok(config)
     }
 
-    /// Reads variables through `lookup` (tests pass a map); unset or blank means the default.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let vars = Vars(&lookup);
-        let prefetch: u16 = vars.positive("PREFETCH", DEFAULT_PREFETCH, "a number from 1 to 65535")?;
-        Ok(Self {
-            amqp_url: vars.secret("AMQP_URL", DEFAULT_AMQP_URL),
-            database_url: vars.secret("DATABASE_URL", DEFAULT_DATABASE_URL),
-            database_max_connections: vars.positive(
-                "DATABASE_MAX_CONNECTIONS",
-                u32::from(prefetch) + 2,
-                "a positive number of connections",
-            )?,
-            smtp_url: vars.secret("SMTP_URL", DEFAULT_SMTP_URL),
-            smtp_timeout: vars.millis("SMTP_TIMEOUT_MS", DEFAULT_SMTP_TIMEOUT_MS)?,
-            mail_from: Mailbox::from_str(&vars.text("MAIL_FROM", DEFAULT_MAIL_FROM)).map_err(ConfigError::MailFrom)?,
-            message_id_domain: {
-                let domain = vars.text("MESSAGE_ID_DOMAIN", DEFAULT_MESSAGE_ID_DOMAIN);
-                MessageIdDomain::parse(&domain).ok_or(ConfigError::MessageIdDomain(domain))?
-            },
-            notification_queue: vars.text("NOTIFICATION_QUEUE", DEFAULT_NOTIFICATION_QUEUE),
-            events_exchange: vars.text("EVENTS_EXCHANGE", DEFAULT_EVENTS_EXCHANGE),
-            ops_addr: vars.parsed("OPS_ADDR", DEFAULT_OPS_ADDR, "a socket address such as 0.0.0.0:9090")?,
-            log_format: vars.parsed("LOG_FORMAT", "pretty", "`pretty` or `json`")?,
-            prefetch,
-            retry: RetryPolicy {
-                max_attempts: vars.positive("RETRY_MAX_ATTEMPTS", DEFAULT_RETRY_MAX_ATTEMPTS, "a positive number")?,
-                initial_delay: vars.millis("RETRY_INITIAL_DELAY_MS", DEFAULT_RETRY_INITIAL_DELAY_MS)?,
-                multiplier: vars.positive("RETRY_MULTIPLIER", DEFAULT_RETRY_MULTIPLIER, "a positive number")?,
-                max_delay: vars.millis("RETRY_MAX_DELAY_MS", DEFAULT_RETRY_MAX_DELAY_MS)?,
-            },
-            shutdown_grace: vars.millis("SHUTDOWN_GRACE_MS", DEFAULT_SHUTDOWN_GRACE_MS)?,
-        })
+    /// The checks across settings: a claim lease shorter than two SMTP command timeouts would
+    /// leave a send less time than one slow command (see [`Config::send_deadline`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let minimum = self.smtp_timeout.saturating_mul(2);
+        if self.claim_lease < minimum {
+            let value = self.claim_lease.as_millis().to_string();
+            let reason = format!("must be at least 2 × SMTP_TIMEOUT_MS ({} ms)", minimum.as_millis());
+            return Err(ConfigError::invalid("CLAIM_LEASE_MS", &value, reason));
+        }
+        Ok(())
+    }
+
+    /// The bound on one whole SMTP conversation: [`mailer::ROUND_TRIPS_PER_SEND`] command
+    /// timeouts, but never more than half the claim lease, so that a claim older than the lease
+    /// can no longer be in the middle of its SMTP conversation.
+    pub fn send_deadline(&self) -> Duration {
+        self.smtp_timeout.saturating_mul(mailer::ROUND_TRIPS_PER_SEND).min(self.claim_lease / 2)
     }
 }
 
-/// The variable source with the parsing rules every field shares.
-struct Vars<'a, F>(&'a F);
-
-impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
-    fn get(&self, name: &str) -> Option<String> {
-        (self.0)(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
+impl shared::startup::ServiceConfig for Config {
+    fn log(&self) -> &LogSettings {
+        &self.log
     }
+}
 
-    fn text(&self, name: &str, default: &str) -> String {
-        self.get(name).unwrap_or_else(|| default.to_owned())
-    }
+/// A URL or secret: parsed as is, never shown by `Debug` or `--help`.
+fn secret(text: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(text.to_owned()))
+}
 
-    fn secret(&self, name: &str, default: &str) -> SecretString {
-        SecretString::from(self.text(name, default))
+/// Milliseconds, at least 1.
+fn millis(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+        Ok(_) => Err("expected milliseconds, at least 1".to_owned()),
+        Err(error) => Err(format!("{error} (expected milliseconds, at least 1)")),
     }
+}
 
-    fn parsed<T: FromStr>(&self, name: &'static str, default: &str, expected: &'static str) -> Result<T, ConfigError> {
-        let value = self.text(name, default);
-        value.parse().map_err(|_| ConfigError::Invalid { name, value, expected })
-    }
+fn mailbox(text: &str) -> Result<Mailbox, String> {
+    Mailbox::from_str(text)
+        .map_err(|error| format!("{error} (expected a mailbox such as `Welcome <welcome@example.com>`)"))
+}
 
-    fn positive<T>(&self, name: &'static str, default: T, expected: &'static str) -> Result<T, ConfigError>
-    where
-        T: FromStr + PartialOrd + Default,
-    {
-        let Some(value) = self.get(name) else { return Ok(default) };
-        match value.parse::<T>() {
-            Ok(number) if number > T::default() => Ok(number),
-            _ => Err(ConfigError::Invalid { name, value, expected }),
-        }
-    }
-
-    fn millis(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
-        self.positive(name, default, "a positive number of milliseconds").map(Duration::from_millis)
-    }
+fn message_id_domain(text: &str) -> Result<MessageIdDomain, String> {
+    MessageIdDomain::parse(text).ok_or_else(|| "expected a domain name such as `example.com`".to_owned())
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use std::collections::HashMap;
 
+    use clap::Args as _;
     use secrecy::ExposeSecret;
+    use shared::{RetryPolicy, telemetry::LogFormat};
 
     use super::*;
 
@@ -171,30 +163,98 @@ mod tests {
     #[test]
     fn defaults_match_the_documented_table() {
         let config = config(&[]).unwrap();
-        assert_eq!(config.amqp_url.expose_secret(), DEFAULT_AMQP_URL);
-        assert_eq!(config.database_url.expose_secret(), DEFAULT_DATABASE_URL);
-        assert_eq!(config.smtp_url.expose_secret(), DEFAULT_SMTP_URL);
+        assert_eq!(config.broker.amqp_url.expose_secret(), "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(config.broker.events_exchange, "events");
+        assert_eq!(config.database.database_url.expose_secret(), "postgres://postgres@127.0.0.1:5432/notifications");
+        assert_eq!(config.database.database_max_connections.get(), 10);
+        assert_eq!(config.database.database_timeout, Duration::from_secs(2));
+        assert_eq!(config.smtp_url.expose_secret(), "smtp://127.0.0.1:1025");
+        assert_eq!(config.smtp_timeout, Duration::from_secs(10));
         assert_eq!(config.mail_from.to_string(), "Welcome <welcome@example.com>");
+        assert_eq!(config.message_id_domain.as_str(), "notification-service");
         assert_eq!(config.notification_queue, "notification_queue");
-        assert_eq!(config.events_exchange, "events");
-        assert_eq!(config.ops_addr.to_string(), "0.0.0.0:9090");
-        assert_eq!(config.prefetch, 16);
-        assert_eq!(config.database_max_connections, 18);
-        assert_eq!(config.retry.max_attempts, 8);
+        assert_eq!(config.ops.ops_addr.to_string(), "0.0.0.0:9090");
+        assert_eq!(config.ops.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.consumer.prefetch.get(), 16);
+        assert_eq!(
+            config.retry.policy(),
+            RetryPolicy {
+                max_attempts: 8,
+                initial_delay: Duration::from_secs(1),
+                multiplier: 5,
+                max_delay: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(config.log.log_format, LogFormat::Pretty);
+        assert_eq!(config.ambiguous_send, AmbiguousSend::Resend);
+        assert_eq!(config.claim_lease, Duration::from_secs(30));
+        assert_eq!(config.send_deadline(), Duration::from_secs(15), "half the lease, less than 8 × 10 s");
     }
 
     #[test]
     fn bad_values_name_their_variable() {
-        let error = config(&[("PREFETCH", "0")]).unwrap_err();
-        assert!(error.to_string().starts_with("PREFETCH must be"), "{error}");
-        assert!(matches!(config(&[("MAIL_FROM", "not a mailbox")]), Err(ConfigError::MailFrom(_))));
-        assert!(matches!(config(&[("MESSAGE_ID_DOMAIN", "a b")]), Err(ConfigError::MessageIdDomain(_))));
-        assert!(matches!(config(&[("LOG_FORMAT", "xml")]), Err(ConfigError::Invalid { name: "LOG_FORMAT", .. })));
+        let error = config(&[("PREFETCH", "0")]).unwrap_err().to_string();
+        assert!(error.starts_with("PREFETCH=\"0\" is invalid"), "{error}");
+        let error = config(&[("MAIL_FROM", "not a mailbox")]).unwrap_err().to_string();
+        assert!(error.starts_with("MAIL_FROM=\"not a mailbox\" is invalid"), "{error}");
+        let error = config(&[("MESSAGE_ID_DOMAIN", "a b")]).unwrap_err().to_string();
+        assert!(error.starts_with("MESSAGE_ID_DOMAIN=\"a b\" is invalid"), "{error}");
+        let error = config(&[("LOG_FORMAT", "xml")]).unwrap_err().to_string();
+        assert!(error.starts_with("LOG_FORMAT=\"xml\" is invalid"), "{error}");
+        let error = config(&[("AMBIGUOUS_SEND", "maybe")]).unwrap_err().to_string();
+        assert!(error.starts_with("AMBIGUOUS_SEND=\"maybe\" is invalid"), "{error}");
+        let error = config(&[("SMTP_TIMEOUT_MS", "0")]).unwrap_err().to_string();
+        assert!(error.starts_with("SMTP_TIMEOUT_MS=\"0\" is invalid"), "{error}");
+    }
+
+    #[test]
+    fn the_claim_lease_must_cover_two_smtp_timeouts() {
+        let error = config(&[("SMTP_TIMEOUT_MS", "20000")]).unwrap_err().to_string();
+        assert!(
+            error.starts_with("CLAIM_LEASE_MS=\"30000\" is invalid: must be at least 2 × SMTP_TIMEOUT_MS"),
+            "{error}"
+        );
+        let config =
+            config(&[("SMTP_TIMEOUT_MS", "2000"), ("CLAIM_LEASE_MS", "60000"), ("AMBIGUOUS_SEND", "park")]).unwrap();
+        assert_eq!(config.send_deadline(), Duration::from_secs(16), "8 × 2 s, less than half the lease");
+        assert_eq!(config.ambiguous_send, AmbiguousSend::Park);
     }
 
     #[test]
     fn debug_hides_urls_with_passwords() {
         let config = config(&[("SMTP_URL", "smtps://user:hunter2@mail.example.com")]).unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn help_lists_every_setting_with_its_variable() {
+        let command = Config::augment_args(clap::Command::new(SERVICE.name));
+        let help = command.clone().render_long_help().to_string();
+        for var in [
+            "AMQP_URL",
+            "AMQP_RECONNECT_MAX_MS",
+            "EVENTS_EXCHANGE",
+            "DATABASE_URL",
+            "DATABASE_MAX_CONNECTIONS",
+            "DATABASE_TIMEOUT_MS",
+            "OPS_ADDR",
+            "SHUTDOWN_GRACE_MS",
+            "PREFETCH",
+            "RETRY_MAX_ATTEMPTS",
+            "RETRY_INITIAL_DELAY_MS",
+            "RETRY_MULTIPLIER",
+            "RETRY_MAX_DELAY_MS",
+            "LOG_FORMAT",
+            "RUST_LOG",
+            "SMTP_URL",
+            "SMTP_TIMEOUT_MS",
+            "MAIL_FROM",
+            "MESSAGE_ID_DOMAIN",
+            "NOTIFICATION_QUEUE",
+            "AMBIGUOUS_SEND",
+            "CLAIM_LEASE_MS",
+        ] {
+            assert!(help.contains(&format!("env: {var}")), "{var} missing from:\n{help}");
+        }
     }
 }

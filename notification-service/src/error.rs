@@ -3,10 +3,13 @@
 
 use shared::EventFailure;
 
-use crate::mailer::SendError;
+use crate::{mailer::SendError, sent_mails::StoreError};
 
 /// Every way handling one `user.created` can fail. Each variant says what the transport does
 /// with the event; no variant's message contains the recipient's address.
+///
+/// There is no variant for "the mail was accepted but recording it failed": that is retried
+/// inside the handler until it sticks, never by sending again.
 #[derive(Debug, thiserror::Error)]
 pub enum WelcomeMailError {
     /// Parked at once: the event's email is not a mail address.
@@ -15,31 +18,46 @@ pub enum WelcomeMailError {
     /// Parked at once: the mail cannot be built (a bug, or data lettre refuses).
     #[error("the welcome mail could not be built")]
     Compose(#[source] lettre::error::Error),
-    /// Retried: the claim could not be taken (database unavailable, pool exhausted).
-    #[error("the sent-mails record is unavailable")]
-    Claim(#[source] sqlx::Error),
-    /// Parked on a 5xx, retried otherwise (see [`SendError::is_permanent`]).
+    /// Retried: the claim could not be taken (database unavailable, pool exhausted). Nothing
+    /// was sent.
+    #[error("the sent-mails claim could not be taken")]
+    Claim(#[source] StoreError),
+    /// Retried: another attempt at this mail is running (in this process, or another
+    /// instance's within the claim lease). Nothing was sent.
+    #[error("another attempt at this welcome mail is in progress")]
+    InProgress,
+    /// Parked at once, as `AMBIGUOUS_SEND=park` asks: an earlier attempt did not finish, and
+    /// the SMTP server may have accepted its mail.
+    #[error(
+        "attempt {attempt} to send this welcome mail did not finish and may have been accepted by the SMTP server; \
+         not resent (AMBIGUOUS_SEND=park): check the mail log for its Message-ID, then delete its sent_mails row and \
+         replay the event to resend, or mark the row sent"
+    )]
+    Ambiguous { attempt: i32 },
+    /// Parked on a 5xx, retried otherwise (see [`SendError::is_permanent`]). The claim was
+    /// released: nothing was accepted.
     #[error("sending the welcome mail failed")]
     Send(#[source] SendError),
-    /// Retried, at the risk of a second mail: the SMTP server accepted it but recording that
-    /// failed, so the claim rolled back. The duplicate carries the same `Message-ID`.
-    #[error("the mail was accepted but recording it failed; a retry may send it again")]
-    Record(#[source] sqlx::Error),
 }
 
 impl WelcomeMailError {
     /// Whether retrying cannot help.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::InvalidAddress(_) | Self::Compose(_) => true,
+            Self::InvalidAddress(_) | Self::Compose(_) | Self::Ambiguous { .. } => true,
             Self::Send(error) => error.is_permanent(),
-            Self::Claim(_) | Self::Record(_) => false,
+            Self::Claim(_) | Self::InProgress => false,
         }
     }
 
     /// The `outcome` label of `welcome_mails_total` for this failure.
     pub fn outcome(&self) -> &'static str {
-        if self.is_permanent() { "permanent_failure" } else { "transient_failure" }
+        match self {
+            Self::InProgress => "in_progress",
+            Self::Ambiguous { .. } => "ambiguous_parked",
+            other if other.is_permanent() => "permanent_failure",
+            _ => "transient_failure",
+        }
     }
 }
 

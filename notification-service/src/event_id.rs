@@ -1,5 +1,6 @@
 //! How an event is identified: the key of its record in `sent_mails` and the left-hand side
-//! of the `Message-ID` of the mail it causes.
+//! of the `Message-ID` of the mail it causes. Works for any [`shared::Event`] that names what
+//! it is about ([`Keyed`]).
 
 use shared::{Event, MessageContext, contracts::UserCreated};
 use uuid::Uuid;
@@ -10,7 +11,20 @@ const MAX_EVENT_ID_LEN: usize = 128;
 /// The namespace of ids derived from a `message_id` that is unsafe to put in a mail header.
 const UNSAFE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a5e_3b7d_4e60_9a41_8d2f_c0b3_e715);
 
-/// The identity of one `user.created` event, deterministic for every delivery of it.
+/// An event that names the entity it is about, so that deliveries without a `message_id`
+/// still get a stable id: the same event about the same entity is the same event.
+pub trait Keyed: Event {
+    /// The entity's id (for `user.created`, the user's).
+    fn key(&self) -> Uuid;
+}
+
+impl Keyed for UserCreated {
+    fn key(&self) -> Uuid {
+        self.id
+    }
+}
+
+/// The identity of one event, deterministic for every delivery of it.
 ///
 /// - The AMQP `message_id` when the publisher set one (our clients and auth-service's outbox
 ///   always do) and it is a safe token: letters, digits, `-`, `_` and inner dots, at most
@@ -18,9 +32,10 @@ const UNSAFE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a5e_3b7d_4e60_9a41_8d2
 /// - A `message_id` that is not safe (spaces, `<>`, CR/LF, …) is replaced by the UUID v5 of its
 ///   bytes, so a hostile id can neither inject a header nor break the dedup: the same id
 ///   always maps to the same replacement.
-/// - No `message_id` at all (a stock NestJS `client.emit`): the UUID v5 with the **user id as
-///   namespace and the pattern `user.created` as name**. Every NestJS emit of the same user
-///   therefore has the same id, which is what makes them deduplicate.
+/// - No `message_id` at all (a stock NestJS `client.emit`): the UUID v5 with the **event's
+///   [`Keyed::key`] as namespace and its pattern as name** (for `user.created`: the user id and
+///   `user.created`). Every NestJS emit of the same user therefore has the same id, which is
+///   what makes them deduplicate.
 ///
 /// Guarantee: the value is always safe as the `id-left` of a `Message-ID` (RFC 5322
 /// dot-atom-text) and as a database key.
@@ -29,22 +44,22 @@ pub struct EventId(String);
 
 impl EventId {
     /// The id of `event` as delivered with `context`.
-    pub fn of(context: &MessageContext, event: &UserCreated) -> Self {
-        Self::from_message_id(context.message_id.as_deref(), event.id)
+    pub fn of<E: Keyed>(context: &MessageContext, event: &E) -> Self {
+        Self::from_message_id::<E>(context.message_id.as_deref(), event.key())
     }
 
-    /// The id of a `user.created` event for `user_id` that carried `message_id`.
-    pub fn from_message_id(message_id: Option<&str>, user_id: Uuid) -> Self {
+    /// The id of an `E` about the entity `key` that carried `message_id`.
+    pub fn from_message_id<E: Event>(message_id: Option<&str>, key: Uuid) -> Self {
         match message_id.map(str::trim).filter(|id| !id.is_empty()) {
             Some(id) if is_safe_token(id) => Self(id.to_owned()),
             Some(id) => Self(Uuid::new_v5(&UNSAFE_ID_NAMESPACE, id.as_bytes()).to_string()),
-            None => Self::derived(user_id),
+            None => Self::derived::<E>(key),
         }
     }
 
-    /// The id of a `user.created` event for `user_id` that carried no `message_id`.
-    pub fn derived(user_id: Uuid) -> Self {
-        Self(Uuid::new_v5(&user_id, UserCreated::PATTERN.as_bytes()).to_string())
+    /// The id of an `E` about the entity `key` that carried no `message_id`.
+    pub fn derived<E: Event>(key: Uuid) -> Self {
+        Self(Uuid::new_v5(&key, E::PATTERN.as_bytes()).to_string())
     }
 
     pub fn as_str(&self) -> &str {
@@ -105,23 +120,49 @@ mod tests {
         }
     }
 
+    type Created = UserCreated;
+
     #[test]
     fn message_id_is_used_when_safe_and_hashed_when_not() {
         let user = Uuid::from_u128(7);
-        assert_eq!(EventId::from_message_id(Some("evt-1"), user).as_str(), "evt-1");
-        let hostile = EventId::from_message_id(Some("x>\r\nBcc: evil@example.com"), user);
+        assert_eq!(EventId::from_message_id::<Created>(Some("evt-1"), user).as_str(), "evt-1");
+        let hostile = EventId::from_message_id::<Created>(Some("x>\r\nBcc: evil@example.com"), user);
         assert!(is_safe_token(hostile.as_str()));
-        assert_eq!(hostile, EventId::from_message_id(Some("x>\r\nBcc: evil@example.com"), user));
-        assert_eq!(EventId::from_message_id(Some(" "), user), EventId::derived(user));
-        assert_eq!(EventId::from_message_id(None, user), EventId::derived(user));
+        assert_eq!(hostile, EventId::from_message_id::<Created>(Some("x>\r\nBcc: evil@example.com"), user));
+        assert_eq!(EventId::from_message_id::<Created>(Some(" "), user), EventId::derived::<Created>(user));
+        assert_eq!(EventId::from_message_id::<Created>(None, user), EventId::derived::<Created>(user));
     }
 
     #[test]
     fn derived_ids_are_deterministic_per_user() {
         let user = Uuid::from_u128(7);
-        assert_eq!(EventId::derived(user), EventId::derived(user));
-        assert_ne!(EventId::derived(user), EventId::derived(Uuid::from_u128(8)));
-        assert_eq!(EventId::derived(user).as_str(), Uuid::new_v5(&user, b"user.created").to_string());
+        assert_eq!(EventId::derived::<Created>(user), EventId::derived::<Created>(user));
+        assert_ne!(EventId::derived::<Created>(user), EventId::derived::<Created>(Uuid::from_u128(8)));
+        assert_eq!(EventId::derived::<Created>(user).as_str(), Uuid::new_v5(&user, b"user.created").to_string());
+    }
+
+    /// Another event about the same entity gets another id: the pattern is part of it.
+    #[test]
+    fn derived_ids_differ_per_event_type() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct UserDeleted {
+            id: Uuid,
+        }
+        impl Event for UserDeleted {
+            const PATTERN: &'static str = "user.deleted";
+        }
+        impl Keyed for UserDeleted {
+            fn key(&self) -> Uuid {
+                self.id
+            }
+        }
+        let user = Uuid::from_u128(7);
+        let deleted = UserDeleted { id: user };
+        assert_eq!(
+            EventId::derived::<UserDeleted>(deleted.key()).as_str(),
+            Uuid::new_v5(&user, b"user.deleted").to_string()
+        );
+        assert_ne!(EventId::derived::<UserDeleted>(user), EventId::derived::<Created>(user));
     }
 
     #[test]

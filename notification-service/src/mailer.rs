@@ -11,7 +11,7 @@ use lettre::{
 /// A whole send is at most this many SMTP round trips (pool check, connect and greeting,
 /// EHLO, AUTH, MAIL, RCPT, DATA, end of data); lettre's timeout bounds each one, this bounds
 /// the sum, so a server that answers slowly but steadily cannot hold a mail forever.
-const ROUND_TRIPS_PER_SEND: u32 = 8;
+pub const ROUND_TRIPS_PER_SEND: u32 = 8;
 /// Readiness probes answer within ops' 2 s check budget.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Pooled connections idle longer than this are closed (servers drop idle clients anyway).
@@ -20,7 +20,8 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A pooled SMTP transport to `SMTP_URL`. Cheap to clone (the pool is shared).
 ///
 /// Guarantees: connecting and every SMTP command are bounded by the configured timeout, a
-/// whole send by [`ROUND_TRIPS_PER_SEND`] times that; broken pooled connections are
+/// whole send by [`ROUND_TRIPS_PER_SEND`] times that (or the shorter
+/// [`Mailer::send_deadline`]); broken pooled connections are
 /// replaced, not reused; a failure comes back classified as [`SendError::Rejected`]
 /// (permanent) or [`SendError::Deferred`] / [`SendError::TimedOut`] (worth retrying).
 #[derive(Clone)]
@@ -59,6 +60,14 @@ impl Mailer {
         let transport =
             AsyncSmtpTransport::<Tokio1Executor>::from_url(url)?.timeout(Some(timeout)).pool_config(pool).build();
         Ok(Self { transport, send_deadline: timeout.saturating_mul(ROUND_TRIPS_PER_SEND) })
+    }
+
+    /// Bounds a whole send by `deadline` instead (the service keeps it under half the claim
+    /// lease, see `Config::send_deadline`).
+    #[must_use]
+    pub fn send_deadline(mut self, deadline: Duration) -> Self {
+        self.send_deadline = deadline;
+        self
     }
 
     /// Sends `message` to the recipients in its headers; returns once the server accepted it.

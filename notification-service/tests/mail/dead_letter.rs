@@ -14,9 +14,6 @@ fn header<'a>(message: &'a ProbedMessage, name: &str) -> &'a serde_json::Value {
 
 #[tokio::test]
 async fn an_smtp_5xx_parks_the_event_in_the_dlq_with_its_reason() {
-    if !tests::smtp::node_ready() {
-        return;
-    }
     let mut t = TestApp::spawn().await;
     t.sink.set_mode(SmtpMode::PermFail).await;
     let id = event_id();
@@ -43,9 +40,6 @@ async fn an_smtp_5xx_parks_the_event_in_the_dlq_with_its_reason() {
 
 #[tokio::test]
 async fn an_address_lettre_rejects_is_parked_without_leaking_it() {
-    if !tests::smtp::node_ready() {
-        return;
-    }
     let mut t = TestApp::spawn().await;
 
     t.emit(&user("Ada", "ada at example dot com"), &event_id()).await;
@@ -62,9 +56,6 @@ async fn an_address_lettre_rejects_is_parked_without_leaking_it() {
 
 #[tokio::test]
 async fn poison_messages_are_parked_and_the_consumer_keeps_serving() {
-    if !tests::smtp::node_ready() {
-        return;
-    }
     let t = TestApp::spawn().await;
 
     let routed = t.probe.publish_raw("", &t.queue, b"this is not JSON {", BasicProperties::default()).await;

@@ -4,9 +4,6 @@ use crate::support::{TestApp, event_id, user};
 
 #[tokio::test]
 async fn the_same_event_delivered_twice_sends_one_mail_while_another_user_still_gets_theirs() {
-    if !tests::smtp::node_ready() {
-        return;
-    }
     let mut t = TestApp::spawn().await;
     let ada = user("Ada", "ada@example.com");
     let ada_event = event_id();
@@ -29,9 +26,6 @@ async fn the_same_event_delivered_twice_sends_one_mail_while_another_user_still_
 
 #[tokio::test]
 async fn a_second_event_about_the_same_user_sends_nothing() {
-    if !tests::smtp::node_ready() {
-        return;
-    }
     let mut t = TestApp::spawn().await;
     let ada = user("Ada", "ada@example.com");
     let first = event_id();

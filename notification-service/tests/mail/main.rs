@@ -2,10 +2,13 @@
 //! RabbitMQ and Postgres: one binary, one module per behaviour.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod ambiguous;
 mod claims;
+mod database_faults;
 mod dead_letter;
 mod dedup;
 mod hostile_input;
+mod instances;
 mod nest_interop;
 mod ops;
 mod retry;

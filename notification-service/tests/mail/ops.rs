@@ -6,9 +6,6 @@ use crate::support::{DEADLINE, TestApp, event_id, http_get, user};
 
 #[tokio::test]
 async fn readiness_follows_the_smtp_server_and_metrics_count_mails() {
-    if !tests::smtp::node_ready() {
-        return;
-    }
     let mut t = TestApp::spawn().await;
     let ops = t.app.ops_addr();
 

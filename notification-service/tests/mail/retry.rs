@@ -7,9 +7,6 @@ use crate::support::{DEADLINE, TestApp, event_id, user};
 
 #[tokio::test]
 async fn an_smtp_outage_is_ridden_out_and_ends_in_exactly_one_mail() {
-    if !tests::smtp::node_ready() {
-        return;
-    }
     let mut t = TestApp::spawn().await;
     t.sink.stop().await;
 
@@ -29,9 +26,6 @@ async fn an_smtp_outage_is_ridden_out_and_ends_in_exactly_one_mail() {
 
 #[tokio::test]
 async fn an_smtp_4xx_is_retried_until_the_server_accepts() {
-    if !tests::smtp::node_ready() {
-        return;
-    }
     let mut t = TestApp::spawn().await;
     t.sink.set_mode(SmtpMode::TempFail).await;
 
@@ -46,9 +40,6 @@ async fn an_smtp_4xx_is_retried_until_the_server_accepts() {
 
 #[tokio::test]
 async fn a_pooled_smtp_connection_cut_by_the_network_is_replaced() {
-    if !tests::smtp::node_ready() {
-        return;
-    }
     let sink = SmtpSink::start().await;
     let proxy = ChaosProxy::in_front_of(&sink.url()).await;
     let url = proxy.url_for(&sink.url());

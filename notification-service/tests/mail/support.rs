@@ -19,14 +19,18 @@ use uuid::Uuid;
 /// Long enough for a slow CI machine, short enough that a hang fails the test quickly.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// One service instance and everything around it. Call [`TestApp::stop`] at the end: it shuts
-/// the service down gracefully (asserting that it stops), checks that no event was parked
-/// unexpectedly and removes the test's queues and exchange.
+/// One service instance (or more, see [`TestApp::another_instance`]) and everything around
+/// it. Call [`TestApp::stop`] at the end: it shuts the service down gracefully (asserting that
+/// it stops), checks that no event was parked unexpectedly and removes the test's queues and
+/// exchange.
 pub struct TestApp {
     pub app: App,
+    /// More instances on the same queue and database.
+    others: Vec<App>,
     pub sink: SmtpSink,
     /// Dropped with the app: the database goes away with the test.
     _db: TestDb,
+    /// A pool straight to the test database (not through any proxy the service uses).
     pub pool: PgPool,
     pub probe: BrokerProbe,
     pub client: Client,
@@ -34,6 +38,7 @@ pub struct TestApp {
     pub queue: String,
     pub dlq: String,
     pub exchange: String,
+    vars: HashMap<String, String>,
     retry: RetryPolicy,
     shutdown: CancellationToken,
 }
@@ -49,12 +54,16 @@ impl TestApp {
     /// A service mailing to `smtp_url` (the sink's, or a proxy in front of it), with extra
     /// environment variables.
     pub async fn spawn_with(sink: SmtpSink, smtp_url: &str, extra: &[(&str, &str)]) -> TestApp {
+        TestApp::spawn_on(TestDb::create().await, sink, smtp_url, extra).await
+    }
+
+    /// As [`TestApp::spawn_with`], on `db` (whose URL `extra` may replace with a proxy's).
+    pub async fn spawn_on(db: TestDb, sink: SmtpSink, smtp_url: &str, extra: &[(&str, &str)]) -> TestApp {
         tests::logs::init();
         let amqp_url = tests::amqp_url().await;
-        let db = TestDb::create().await;
         let queue = tests::unique("notification_queue");
         let exchange = tests::unique("events");
-        let mut vars: HashMap<&str, String> = HashMap::from([
+        let mut vars: HashMap<String, String> = [
             ("AMQP_URL", amqp_url.clone()),
             ("DATABASE_URL", db.url.clone()),
             ("SMTP_URL", smtp_url.to_owned()),
@@ -69,10 +78,13 @@ impl TestApp {
             ("RETRY_MULTIPLIER", "2".to_owned()),
             ("RETRY_MAX_DELAY_MS", "800".to_owned()),
             ("SHUTDOWN_GRACE_MS", "5000".to_owned()),
-        ]);
-        vars.extend(extra.iter().map(|(name, value)| (*name, (*value).to_owned())));
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+        vars.extend(extra.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())));
         let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test configuration");
-        let retry = config.retry.clone();
+        let retry = config.retry.policy();
 
         let shutdown = CancellationToken::new();
         let app = App::build(config, shutdown.clone()).await.expect("the service starts");
@@ -86,7 +98,31 @@ impl TestApp {
         let pool = db.pool().await;
         let probe = BrokerProbe::connect(&amqp_url).await;
         let dlq = topology::dlq_name(&queue);
-        TestApp { app, sink, _db: db, pool, probe, client, amqp_url, queue, dlq, exchange, retry, shutdown }
+        TestApp {
+            app,
+            others: Vec::new(),
+            sink,
+            _db: db,
+            pool,
+            probe,
+            client,
+            amqp_url,
+            queue,
+            dlq,
+            exchange,
+            vars,
+            retry,
+            shutdown,
+        }
+    }
+
+    /// Starts one more instance of the service on the same queue, database and SMTP server (a
+    /// second replica, with its own instance id); it stops with the first.
+    pub async fn another_instance(&mut self) {
+        let config = Config::from_lookup(|name| self.vars.get(name).cloned()).expect("test configuration");
+        let app = App::build(config, self.shutdown.clone()).await.expect("another instance starts");
+        assert!(app.wait_ready(DEADLINE).await, "the second instance did not start consuming");
+        self.others.push(app);
     }
 
     /// Publishes `event` to the events exchange as auth-service does, with `event_id` as the
@@ -96,9 +132,9 @@ impl TestApp {
         self.client.emit_with(event, options).await.expect("the event is published");
     }
 
-    /// How many `user.created` events this instance's consumer finished with `outcome`
-    /// (`ok`, `retried`, `parked`), from the transport's metric, which is counted after the
-    /// message was acked: proof that a delivery was consumed, without sleeping.
+    /// How many `user.created` events this test's consumers finished with `outcome` (`ok`,
+    /// `retried`, `parked`), from the transport's metric, which is counted after the message
+    /// was acked: proof that a delivery was consumed, without sleeping.
     pub fn handled(&self, outcome: &str) -> u64 {
         transport_count(&self.queue, "event", outcome)
     }
@@ -113,15 +149,18 @@ impl TestApp {
     }
 
     /// Every mail the sink received, after a round trip to the sink that guarantees any mail
-    /// it accepted before is included (its stdout is read in order).
+    /// it accepted before is included.
     pub async fn settled_mails(&mut self) -> Vec<ReceivedMail> {
         self.sink.set_mode(SmtpMode::Accept).await;
         self.sink.mails()
     }
 
-    /// The number of rows in `sent_mails`.
+    /// The number of mails recorded as sent in `sent_mails`.
     pub async fn recorded(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM sent_mails").fetch_one(&self.pool).await.expect("count sent_mails")
+        sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM sent_mails WHERE state = 'sent'"#)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count sent_mails")
     }
 
     /// Shuts the service down, asserts it stopped within its grace period and parked nothing
@@ -129,7 +168,8 @@ impl TestApp {
     pub async fn stop(self) {
         self.probe.assert_empty(&self.dlq).await;
         self.shutdown.cancel();
-        let stopped = tokio::time::timeout(DEADLINE, self.app.run_until_stopped()).await;
+        let all = std::iter::once(self.app).chain(self.others).map(App::run_until_stopped);
+        let stopped = tokio::time::timeout(DEADLINE, futures_join_all(all)).await;
         assert!(stopped.is_ok(), "the service did not stop within {DEADLINE:?}");
         let retry_queues: Vec<String> =
             self.retry.delays().into_iter().map(|delay| topology::retry_queue_name(&self.queue, delay)).collect();
@@ -137,6 +177,14 @@ impl TestApp {
         queues.extend(retry_queues.iter().map(String::as_str));
         self.probe.delete_queues(&queues).await;
         self.probe.delete_exchange(&self.exchange).await;
+    }
+}
+
+/// Runs the futures concurrently and waits for all of them.
+async fn futures_join_all<F: Future<Output = ()> + Send + 'static>(futures: impl Iterator<Item = F>) {
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+    for task in tasks {
+        task.await.expect("a stopping instance panicked");
     }
 }
 
@@ -158,10 +206,21 @@ pub fn event_id() -> String {
 /// Sums `transport_messages_total` for one queue, kind and outcome in the process's registry.
 pub fn transport_count(queue: &str, kind: &str, outcome: &str) -> u64 {
     let labels = [format!("queue=\"{queue}\""), format!("kind=\"{kind}\""), format!("outcome=\"{outcome}\"")];
+    metric("transport_messages_total", &labels)
+}
+
+/// `welcome_mails_total{outcome}` in the process's registry (shared by every test of this
+/// binary: compare before and after).
+pub fn welcome_mails(outcome: &str) -> u64 {
+    metric("welcome_mails_total", &[format!("outcome=\"{outcome}\"")])
+}
+
+/// Sums the metric `name` over the series carrying every label in `labels`.
+pub fn metric(name: &str, labels: &[String]) -> u64 {
     shared::ops::metrics()
         .render()
         .lines()
-        .filter(|line| line.starts_with("transport_messages_total{"))
+        .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
         .filter(|line| labels.iter().all(|label| line.contains(label.as_str())))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .map(|value| value as u64)

@@ -6,9 +6,6 @@ use crate::support::{DEADLINE, TestApp, event_id, user};
 
 #[tokio::test]
 async fn a_user_created_event_sends_one_welcome_mail_with_both_parts_and_a_derived_message_id() {
-    if !tests::smtp::node_ready() {
-        return;
-    }
     let t = TestApp::spawn().await;
     let id = event_id();
 
@@ -34,9 +31,6 @@ async fn a_user_created_event_sends_one_welcome_mail_with_both_parts_and_a_deriv
 
 #[tokio::test]
 async fn the_message_id_domain_and_sender_are_configurable() {
-    if !tests::smtp::node_ready() {
-        return;
-    }
     let sink = tests::smtp::SmtpSink::start().await;
     let url = sink.url();
     let extra = [("MESSAGE_ID_DOMAIN", "mail.example.org"), ("MAIL_FROM", "Team <hello@example.org>")];
