@@ -320,7 +320,7 @@ pub struct ConsumerSettings {
 /// How a failing event is retried before it is parked in `<queue>.dlq`.
 #[derive(Debug, Clone, Args)]
 pub struct RetrySettings {
-    /// Attempts in all, the first delivery included, before an event is parked in <queue>.dlq
+    /// Attempts in all, the first delivery included, before an event is parked in the dead-letter queue
     #[arg(long = "retry-max-attempts", env = "RETRY_MAX_ATTEMPTS", value_name = "N", default_value = "5")]
     pub retry_max_attempts: NonZeroU32,
     /// Wait after the first failed attempt, in ms
