@@ -140,6 +140,7 @@ pub fn from_env<C: Args + FromArgMatches>(spec: &ServiceSpec) -> Result<Invocati
             deprecations.push(Deprecation { old, new });
         }
     }
+    args.extend(secret_files(&command, |var| std::env::var(var).ok())?);
     let config = parse::<C>(command, args)?;
     Ok(Invocation::Run { config, deprecations })
 }
@@ -158,6 +159,7 @@ pub fn from_lookup<C: Args + FromArgMatches>(
             args.push(format!("--{long}={value}").into());
         }
     }
+    args.extend(secret_files(&command, &lookup)?);
     let command = command.mut_args(|arg| arg.env(None));
     // Keep the variable names for error messages although the environment is not read.
     let names = service_command::<C>(spec);
@@ -171,7 +173,10 @@ fn service_command<C: Args>(spec: &ServiceSpec) -> Command {
     let command = Command::new(spec.name)
         .version(spec.version)
         .about(spec.about)
-        .after_help("Every option can be set by the environment variable shown with it.")
+        .after_help(
+            "Every option can be set by the environment variable shown with it; a secret (a URL \
+             or key whose value is hidden) can also be read from the file named by <VARIABLE>_FILE.",
+        )
         .args_conflicts_with_subcommands(true);
     // A `Config` struct's doc comment would otherwise replace the service's one-line about.
     let command = C::augment_args(command).about(spec.about).long_about(None);
@@ -241,6 +246,25 @@ fn translate(command: &Command, error: clap::Error) -> ConfigError {
         ErrorKind::MissingRequiredArgument => ConfigError::Missing { var, reason: "no default".to_owned() },
         _ => ConfigError::Usage(error),
     }
+}
+
+/// Flags for the secrets read from files: a secret setting `VAR` that is unset but has
+/// `VAR_FILE` naming a file (as Docker and Kubernetes mount secrets) takes the file's content,
+/// without its trailing line break. An unreadable file is an error naming `VAR_FILE`.
+fn secret_files(command: &Command, get: impl Fn(&str) -> Option<String>) -> Result<Vec<OsString>, ConfigError> {
+    let mut flags = Vec::new();
+    for arg in command.get_arguments().filter(|arg| arg.is_hide_env_values_set()) {
+        let (Some(var), Some(long)) = (arg.get_env().and_then(|var| var.to_str()), arg.get_long()) else { continue };
+        let file_var = format!("{var}_FILE");
+        let (None, Some(path)) = (non_blank(get(var)), non_blank(get(&file_var))) else { continue };
+        let content = std::fs::read_to_string(&path).map_err(|error| ConfigError::Invalid {
+            var: file_var.clone(),
+            value: format!("{path:?}"),
+            reason: error.to_string(),
+        })?;
+        flags.push(format!("--{long}={}", content.trim_end_matches(['\r', '\n'])).into());
+    }
+    Ok(flags)
 }
 
 fn non_blank(value: Option<String>) -> Option<String> {
@@ -421,6 +445,23 @@ mod tests {
         assert!(error.starts_with("RETRY_MAX_ATTEMPTS=\"0\" is invalid"), "{error}");
         let error = read(&[("RETRY_INITIAL_DELAY_MS", "0")]).unwrap_err().to_string();
         assert!(error.contains("at least 1"), "{error}");
+    }
+
+    #[test]
+    fn a_secret_can_come_from_a_file_named_by_its_file_variable() {
+        let path = std::env::temp_dir().join(format!("config-test-{}", std::process::id()));
+        std::fs::write(&path, "postgres://u:from-file@db/x\n").unwrap();
+        let file = path.to_str().unwrap();
+        let sample = read(&[("DATABASE_URL_FILE", file)]).unwrap();
+        assert_eq!(sample.database.database_url.expose_secret(), "postgres://u:from-file@db/x");
+        // The variable itself wins over the file.
+        let sample = read(&[("DATABASE_URL", "postgres://direct/x"), ("DATABASE_URL_FILE", file)]).unwrap();
+        assert_eq!(sample.database.database_url.expose_secret(), "postgres://direct/x");
+        std::fs::remove_file(&path).unwrap();
+        let error = read(&[("AMQP_URL_FILE", file)]).unwrap_err().to_string();
+        assert!(error.starts_with("AMQP_URL_FILE="), "{error}");
+        // Settings that are not secret have no file variant.
+        assert_eq!(read(&[("PREFETCH_FILE", file)]).unwrap().consumer.prefetch.get(), 16);
     }
 
     #[test]
