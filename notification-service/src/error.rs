@@ -15,6 +15,9 @@ pub enum WelcomeMailError {
     /// Parked at once: the event's email is not a mail address.
     #[error("the recipient is not a valid mail address")]
     InvalidAddress(#[source] lettre::address::AddressError),
+    /// Parked at once: the event carries no `message_id` and no id can be derived from it.
+    #[error("the event has no usable id")]
+    EventId(#[source] shared::event_id::EventIdError),
     /// Parked at once: the mail cannot be built (a bug, or data lettre refuses).
     #[error("the welcome mail could not be built")]
     Compose(#[source] lettre::error::Error),
@@ -44,7 +47,7 @@ impl WelcomeMailError {
     /// Whether retrying cannot help.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::InvalidAddress(_) | Self::Compose(_) | Self::Ambiguous { .. } => true,
+            Self::InvalidAddress(_) | Self::EventId(_) | Self::Compose(_) | Self::Ambiguous { .. } => true,
             Self::Send(error) => error.is_permanent(),
             Self::Claim(_) | Self::InProgress => false,
         }

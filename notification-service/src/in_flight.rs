@@ -106,7 +106,13 @@ mod tests {
     use super::*;
 
     fn event() -> EventId {
-        EventId::from_message_id::<shared::contracts::UserCreated>(Some(&Uuid::new_v4().to_string()), Uuid::nil())
+        let created = shared::contracts::UserCreated {
+            id: Uuid::new_v4(),
+            email: "ada@example.com".into(),
+            name: "Ada".into(),
+            created_at: chrono::DateTime::default(),
+        };
+        EventId::derived(&created).unwrap()
     }
 
     #[test]

@@ -14,7 +14,7 @@ use shared::{MessageContext, State, contracts::UserCreated};
 
 use crate::{
     error::WelcomeMailError,
-    event_id::EventId,
+    event_id::{self, EventId},
     in_flight::Attempt,
     recipient::Recipient,
     sent_mails::{Claim, Claimed, NewSentMail, Recorded},
@@ -72,7 +72,7 @@ pub async fn on_user_created(
     context: MessageContext,
     event: UserCreated,
 ) -> Result<(), WelcomeMailError> {
-    let event_id = EventId::of(&context, &event);
+    let event_id = EventId::of(&context, &event).map_err(WelcomeMailError::EventId)?;
     let handled = send_once(&app, &event_id, &event).await;
     let outcome = match &handled {
         Ok(handled) => handled.outcome(),
@@ -106,7 +106,7 @@ async fn send_once(app: &AppState, event_id: &EventId, event: &UserCreated) -> R
         return Err(WelcomeMailError::InProgress);
     };
     let address = recipient.address.to_string();
-    let message_id = event_id.message_id(app.message_id_domain());
+    let message_id = event_id::message_id(event_id, app.message_id_domain());
     let mail = NewSentMail { event_id, user_id: event.id, recipient: &address, message_id: &message_id };
     let claim = match app.sent_mails().claim(&mail, attempt.earlier_unsure()).await {
         Ok(Claimed::Won(claim)) => claim,

@@ -20,7 +20,7 @@ const NAMELESS_GREETING: &str = "there";
 /// Guarantees: the name reaches headers only through lettre's header encoding, after
 /// [`crate::recipient::DisplayName`] removed line breaks; the HTML part gets it
 /// HTML-escaped, the text part verbatim (plain text is not interpreted). `message_id` is
-/// written as `<message_id>`; callers pass [`crate::event_id::EventId::message_id`], which
+/// written as `<message_id>`; callers pass [`crate::event_id::message_id`], which
 /// is always a safe token.
 pub fn render(from: &Mailbox, recipient: &Recipient, message_id: &str) -> Result<Message, lettre::error::Error> {
     let name = recipient.name.as_str();

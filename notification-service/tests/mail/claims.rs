@@ -25,8 +25,15 @@ fn process(pool: &PgPool, on_ambiguous: AmbiguousSend) -> SentMails {
     SentMails::new(pool.clone(), LEASE, on_ambiguous, TIMEOUT)
 }
 
+/// The id of a `user.created` about a new user (derived, as for a NestJS emit).
 fn new_event() -> EventId {
-    EventId::derived::<UserCreated>(Uuid::new_v4())
+    let created = UserCreated {
+        id: Uuid::new_v4(),
+        email: "ada@example.com".into(),
+        name: "Ada".into(),
+        created_at: chrono::DateTime::default(),
+    };
+    EventId::derived(&created).unwrap()
 }
 
 async fn try_claim(process: &SentMails, event_id: &EventId, user_id: Uuid, message_id: &str) -> Claimed {
