@@ -12,7 +12,6 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     num::{NonZeroU64, NonZeroUsize},
-    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -92,12 +91,9 @@ pub struct JwtSettings {
     /// Deployment environment; dev allows starting without a JWT key (a built-in, public one)
     #[arg(long = "app-env", env = "APP_ENV", value_name = "ENV", default_value = "production")]
     pub app_env: String,
-    /// HS256 key of the access tokens, at least 32 bytes; required unless JWT_SECRET_FILE or APP_ENV=dev
+    /// HS256 key of the access tokens, at least 32 bytes (or a file named by JWT_SECRET_FILE); required unless APP_ENV=dev
     #[arg(long = "jwt-secret", env = "JWT_SECRET", value_name = "SECRET", hide_env_values = true, value_parser = secret)]
     pub jwt_secret: Option<SecretString>,
-    /// File holding the HS256 key instead of JWT_SECRET (a trailing newline is ignored)
-    #[arg(long = "jwt-secret-file", env = "JWT_SECRET_FILE", value_name = "PATH")]
-    pub jwt_secret_file: Option<PathBuf>,
     /// Access token lifetime, in seconds
     #[arg(long = "jwt-ttl-secs", env = "JWT_TTL_SECS", value_name = "SECS", default_value = "900", value_parser = seconds)]
     pub jwt_ttl: Duration,
@@ -164,29 +160,22 @@ impl JwtSettings {
 
     /// Whether tokens are signed with the public development key (no key configured, dev).
     pub fn uses_dev_key(&self) -> bool {
-        self.jwt_secret.is_none() && self.jwt_secret_file.is_none() && self.is_dev()
+        self.jwt_secret.is_none() && self.is_dev()
     }
 
-    /// The token key: `JWT_SECRET`, or the content of `JWT_SECRET_FILE`, or with `APP_ENV=dev`
-    /// and neither set, the development key. Errors name the variable and never show the key.
+    /// The token key: `JWT_SECRET` (or the content of the file `JWT_SECRET_FILE` names, read by
+    /// `shared::config` like every secret's), or with `APP_ENV=dev` and no key, the development
+    /// key. Errors name the variable and never show the key.
     pub fn key(&self) -> Result<SecretString, ConfigError> {
-        let (var, key) = match (&self.jwt_secret, &self.jwt_secret_file) {
-            (Some(_), Some(path)) => {
-                return Err(ConfigError::invalid(
-                    "JWT_SECRET_FILE",
-                    &path.display().to_string(),
-                    "JWT_SECRET is set too; set one of them",
-                ));
-            }
-            (Some(key), None) => ("JWT_SECRET", key.clone()),
-            (None, Some(path)) => ("JWT_SECRET_FILE", read_key(path)?),
-            (None, None) if self.is_dev() => return Ok(SecretString::from(DEV_JWT_SECRET)),
-            (None, None) => {
+        let key = match &self.jwt_secret {
+            Some(key) => key.clone(),
+            None if self.is_dev() => return Ok(SecretString::from(DEV_JWT_SECRET)),
+            None => {
                 return Err(ConfigError::Missing {
                     var: "JWT_SECRET".to_owned(),
                     reason: format!(
-                        "an HS256 key of at least {MIN_JWT_SECRET_BYTES} bytes (or JWT_SECRET_FILE; \
-                         APP_ENV=dev uses a built-in development key)"
+                        "an HS256 key of at least {MIN_JWT_SECRET_BYTES} bytes (or JWT_SECRET_FILE naming a file \
+                         holding it; APP_ENV=dev uses a built-in development key)"
                     ),
                 });
             }
@@ -194,20 +183,13 @@ impl JwtSettings {
         let length = key.expose_secret().len();
         if length < MIN_JWT_SECRET_BYTES {
             return Err(ConfigError::Invalid {
-                var: var.to_owned(),
+                var: "JWT_SECRET".to_owned(),
                 value: "(hidden)".to_owned(),
                 reason: format!("must be at least {MIN_JWT_SECRET_BYTES} bytes, got {length}"),
             });
         }
         Ok(key)
     }
-}
-
-/// The key in `path`, without the trailing newline an editor or `echo` adds.
-fn read_key(path: &Path) -> Result<SecretString, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| ConfigError::invalid("JWT_SECRET_FILE", &path.display().to_string(), error.to_string()))?;
-    Ok(SecretString::from(text.trim_end_matches(['\r', '\n'])))
 }
 
 /// A secret: parsed as is, never shown by `Debug` or `--help`.
@@ -295,16 +277,18 @@ mod tests {
     }
 
     #[test]
-    fn the_key_can_come_from_a_file_but_not_from_both() {
+    fn the_key_can_come_from_a_file() {
         let key = "k".repeat(MIN_JWT_SECRET_BYTES);
         let path = std::env::temp_dir().join(format!("auth-jwt-key-{}", uuid::Uuid::new_v4()));
         std::fs::write(&path, format!("{key}\n")).unwrap();
         let file = path.to_str().unwrap();
 
         let read = config(&[("JWT_SECRET_FILE", file)]).unwrap();
+        assert!(!read.jwt.uses_dev_key());
         assert_eq!(read.jwt.key().unwrap().expose_secret(), key);
-        let both = config(&[("JWT_SECRET_FILE", file), ("JWT_SECRET", &key)]).unwrap_err();
-        assert!(both.to_string().starts_with("JWT_SECRET_FILE="), "{both}");
+        std::fs::write(&path, "short\n").unwrap();
+        let short = config(&[("JWT_SECRET_FILE", file), ("APP_ENV", "dev")]).unwrap_err();
+        assert!(short.to_string().starts_with("JWT_SECRET=(hidden) is invalid"), "{short}");
         std::fs::remove_file(&path).unwrap();
         let missing = config(&[("JWT_SECRET_FILE", file)]).unwrap_err();
         assert!(missing.to_string().starts_with("JWT_SECRET_FILE="), "{missing}");
@@ -345,7 +329,6 @@ mod tests {
             "HTTP_ADDR",
             "APP_ENV",
             "JWT_SECRET",
-            "JWT_SECRET_FILE",
             "JWT_TTL_SECS",
             "RPC_TIMEOUT_MS",
             "USER_QUEUE",
