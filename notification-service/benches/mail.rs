@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -20,8 +19,8 @@ use std::{
 use lapin::BasicProperties;
 use lettre::message::Mailbox;
 use notification_service::{App, Config, Mailer, recipient::Recipient, welcome_message};
-use shared::{CancellationToken, topology};
-use tests::{BrokerProbe, TestDb, smtp::SmtpSink};
+use shared::CancellationToken;
+use tests::{BrokerProbe, DEADLINE, ServiceEnv, smtp::SmtpSink};
 use uuid::Uuid;
 
 const PREFETCHES: [u16; 3] = [1, 16, 64];
@@ -43,11 +42,10 @@ struct Row {
 async fn run() {
     let mails = std::env::var("BENCH_MAILS").ok().and_then(|n| n.parse().ok()).unwrap_or(DEFAULT_MAILS);
     let sink = SmtpSink::start().await;
-    let amqp_url = tests::amqp_url().await;
     let mut rows = Vec::new();
     for concurrency in PREFETCHES {
         let raw = raw_rate(&sink, concurrency, mails).await;
-        let service = service_rate(&sink, &amqp_url, concurrency, mails).await;
+        let service = service_rate(&sink, concurrency, mails).await;
         eprintln!("concurrency {concurrency}: raw {raw:.0}/s, service {service:.0}/s");
         rows.push(Row { concurrency, raw, service });
     }
@@ -96,12 +94,12 @@ async fn raw_rate(sink: &SmtpSink, senders: u16, mails: usize) -> f64 {
     rate
 }
 
-/// The service draining a backlog of `mails` events (one user each) at `prefetch`.
-async fn service_rate(sink: &SmtpSink, amqp_url: &str, prefetch: u16, mails: usize) -> f64 {
-    let db = TestDb::create().await;
-    let probe = BrokerProbe::connect(amqp_url).await;
-    let queue = tests::unique("bench_notification_queue");
-    let exchange = tests::unique("bench_events");
+/// The service draining a backlog of `mails` events (one user each) at `prefetch`, in a test
+/// kit environment of its own (fresh database, queue and exchange names, cleanup).
+async fn service_rate(sink: &SmtpSink, prefetch: u16, mails: usize) -> f64 {
+    let env = ServiceEnv::new().await.set("SMTP_URL", sink.url()).set("PREFETCH", prefetch.to_string());
+    let probe = BrokerProbe::connect(env.amqp_url()).await;
+    let queue = env.notification_queue().to_owned();
     probe.declare_queue(&queue).await;
     for _ in 0..mails {
         let id = Uuid::new_v4();
@@ -113,17 +111,7 @@ async fn service_rate(sink: &SmtpSink, amqp_url: &str, prefetch: u16, mails: usi
         assert!(probe.publish_raw("", &queue, body.to_string().as_bytes(), properties).await);
     }
 
-    let vars = HashMap::from([
-        ("AMQP_URL", amqp_url.to_owned()),
-        ("DATABASE_URL", db.url.clone()),
-        ("SMTP_URL", sink.url()),
-        ("NOTIFICATION_QUEUE", queue.clone()),
-        ("EVENTS_EXCHANGE", exchange.clone()),
-        ("OPS_ADDR", "127.0.0.1:0".to_owned()),
-        ("PREFETCH", prefetch.to_string()),
-    ]);
-    let config = Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
-    let delays = config.retry.policy().delays();
+    let config = Config::from_lookup(|name| env.lookup(name)).unwrap();
     let shutdown = CancellationToken::new();
     let received = sink.mails().len();
     let app = App::build(config, shutdown.clone()).await.expect("the service starts");
@@ -134,7 +122,7 @@ async fn service_rate(sink: &SmtpSink, amqp_url: &str, prefetch: u16, mails: usi
 
     // The last records commit just after their mails were accepted.
     let expected = i64::try_from(mails).unwrap();
-    tests::eventually(Duration::from_secs(30), || async {
+    tests::eventually(DEADLINE, || async {
         let recorded: i64 = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM sent_mails WHERE state = 'sent'"#)
             .fetch_one(app.pool())
             .await
@@ -144,9 +132,6 @@ async fn service_rate(sink: &SmtpSink, amqp_url: &str, prefetch: u16, mails: usi
     .await;
     shutdown.cancel();
     app.run_until_stopped().await;
-    let mut queues = vec![queue.clone(), topology::dlq_name(&queue)];
-    queues.extend(delays.into_iter().map(|delay| topology::retry_queue_name(&queue, delay)));
-    probe.delete_queues(&queues.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    probe.delete_exchange(&exchange).await;
+    env.finish().await;
     rate
 }

@@ -4,10 +4,10 @@
 
 use shared::contracts::UserCreated;
 use sqlx::PgPool;
-use tests::smtp::SmtpSink;
+use tests::{DEADLINE, smtp::SmtpSink};
 use uuid::Uuid;
 
-use crate::support::{DEADLINE, TestApp, event_id, user, welcome_mails};
+use crate::support::{TestApp, event_id, user, welcome_mails};
 
 /// Writes a `sending` claim for `event` as another instance would, started `age_secs` ago.
 async fn foreign_claim(pool: &PgPool, event_id: &str, event: &UserCreated, message_id: &str, age_secs: f64) {

@@ -5,18 +5,17 @@
 use std::time::Duration;
 
 use notification_service::sent_mails;
-use tests::{ChaosProxy, TestDb, smtp::SmtpSink};
+use tests::{ChaosProxy, DEADLINE, smtp::SmtpSink};
 
-use crate::support::{DEADLINE, TestApp, event_id, metric, user};
+use crate::support::{TestApp, event_id, metric, user};
 
 /// A service whose database link runs through a chaos proxy, with SMTP commands allowed 5 s.
 async fn behind_a_proxy(sink: SmtpSink) -> (TestApp, ChaosProxy) {
-    let db = TestDb::create().await;
-    let proxy = ChaosProxy::in_front_of(&db.url).await;
-    let database_url = proxy.url_for(&db.url);
-    let smtp_url = sink.url();
-    let extra = [("DATABASE_URL", database_url.as_str()), ("SMTP_TIMEOUT_MS", "5000")];
-    (TestApp::spawn_on(db, sink, &smtp_url, &extra).await, proxy)
+    let env = TestApp::env(&sink.url()).await;
+    let proxy = ChaosProxy::in_front_of(&env.db().url).await;
+    let database_url = proxy.url_for(&env.db().url);
+    let env = env.set("DATABASE_URL", database_url).set("SMTP_TIMEOUT_MS", "5000");
+    (TestApp::start(env, sink).await, proxy)
 }
 
 #[tokio::test]

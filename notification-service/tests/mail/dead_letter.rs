@@ -4,9 +4,9 @@
 use lapin::BasicProperties;
 use notification_service::sent_mails;
 use serde_json::json;
-use tests::{ProbedMessage, smtp::SmtpMode};
+use tests::{DEADLINE, ProbedMessage, smtp::SmtpMode};
 
-use crate::support::{DEADLINE, TestApp, event_id, transport_count, user};
+use crate::support::{TestApp, event_id, transport_count, user};
 
 fn header<'a>(message: &'a ProbedMessage, name: &str) -> &'a serde_json::Value {
     message.header(name).unwrap_or_else(|| panic!("no {name} header in {:?}", message.headers))

@@ -3,7 +3,9 @@
 
 use shared::{EmitOptions, contracts::UserCreated};
 
-use crate::support::{DEADLINE, TestApp, event_id, user};
+use tests::DEADLINE;
+
+use crate::support::{TestApp, event_id, user};
 
 #[tokio::test]
 async fn a_header_injection_in_the_name_yields_a_safe_mail_to_the_user_only() {

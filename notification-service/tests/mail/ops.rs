@@ -2,7 +2,9 @@
 
 use serde_json::Value;
 
-use crate::support::{DEADLINE, TestApp, event_id, http_get, user};
+use tests::DEADLINE;
+
+use crate::support::{TestApp, event_id, http_get, user};
 
 #[tokio::test]
 async fn readiness_follows_the_smtp_server_and_metrics_count_mails() {

@@ -1,9 +1,9 @@
 //! Transient SMTP failures (server down, 4xx, a connection cut under the pool) are retried
 //! through the delay queues until the mail goes out, exactly once.
 
-use tests::{ChaosProxy, smtp::SmtpMode, smtp::SmtpSink};
+use tests::{ChaosProxy, DEADLINE, smtp::SmtpMode, smtp::SmtpSink};
 
-use crate::support::{DEADLINE, TestApp, event_id, user};
+use crate::support::{TestApp, event_id, user};
 
 #[tokio::test]
 async fn an_smtp_outage_is_ridden_out_and_ends_in_exactly_one_mail() {

@@ -1,23 +1,29 @@
-//! `TestApp`: the real service started in-process (same `App::build` as the binary) against a
-//! fresh database, the kit's SMTP sink, the shared RabbitMQ and queue/exchange names of its own.
-
-use std::{collections::HashMap, time::Duration};
+//! `TestApp`: the real service started in-process (same `App::build` as the binary) in a
+//! [`ServiceEnv`] of the test kit (a fresh database, queue and exchange names of its own on the
+//! shared RabbitMQ, cleanup), mailing to the kit's SMTP sink.
 
 use chrono::{TimeZone, Utc};
 use notification_service::{App, Config};
-use shared::{
-    BrokerConfig, CancellationToken, Client, ClientConfig, EmitOptions, RetryPolicy, contracts::UserCreated, topology,
-};
+use shared::{BrokerConfig, CancellationToken, Client, ClientConfig, EmitOptions, contracts::UserCreated, topology};
 use sqlx::PgPool;
 use tests::{
-    BrokerProbe, TestDb,
+    BrokerProbe, DEADLINE, ServiceEnv,
     smtp::{ReceivedMail, SmtpMode, SmtpSink},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-/// Long enough for a slow CI machine, short enough that a hang fails the test quickly.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+/// The retry policy of these tests, longer than the kit's (about a second): about 15 s of
+/// retries (200 ms, 400 ms, then 800 ms). A delivery that finds its event's mail being sent by
+/// another attempt is retried until that attempt finishes, and the outage tests restart the
+/// SMTP server or the database while events wait in the delay queues; neither may run out of
+/// attempts on a slow machine.
+const PATIENT_RETRIES: [(&str, &str); 4] = [
+    ("RETRY_MAX_ATTEMPTS", "20"),
+    ("RETRY_INITIAL_DELAY_MS", "200"),
+    ("RETRY_MULTIPLIER", "2"),
+    ("RETRY_MAX_DELAY_MS", "800"),
+];
 
 /// One service instance (or more, see [`TestApp::another_instance`]) and everything around
 /// it. Call [`TestApp::stop`] at the end: it shuts the service down gracefully (asserting that
@@ -28,8 +34,8 @@ pub struct TestApp {
     /// More instances on the same queue and database.
     others: Vec<App>,
     pub sink: SmtpSink,
-    /// Dropped with the app: the database goes away with the test.
-    _db: TestDb,
+    /// The names, the database (dropped with it) and the cleanup.
+    pub env: ServiceEnv,
     /// A pool straight to the test database (not through any proxy the service uses).
     pub pool: PgPool,
     pub probe: BrokerProbe,
@@ -37,9 +43,6 @@ pub struct TestApp {
     pub amqp_url: String,
     pub queue: String,
     pub dlq: String,
-    pub exchange: String,
-    vars: HashMap<String, String>,
-    retry: RetryPolicy,
     shutdown: CancellationToken,
 }
 
@@ -47,79 +50,53 @@ impl TestApp {
     /// A service mailing to a fresh SMTP sink.
     pub async fn spawn() -> TestApp {
         let sink = SmtpSink::start().await;
-        let url = sink.url();
-        TestApp::spawn_with(sink, &url, &[]).await
+        let env = TestApp::env(&sink.url()).await;
+        TestApp::start(env, sink).await
     }
 
     /// A service mailing to `smtp_url` (the sink's, or a proxy in front of it), with extra
     /// environment variables.
     pub async fn spawn_with(sink: SmtpSink, smtp_url: &str, extra: &[(&str, &str)]) -> TestApp {
-        TestApp::spawn_on(TestDb::create().await, sink, smtp_url, extra).await
+        let env = extra.iter().fold(TestApp::env(smtp_url).await, |env, (name, value)| env.set(name, *value));
+        TestApp::start(env, sink).await
     }
 
-    /// As [`TestApp::spawn_with`], on `db` (whose URL `extra` may replace with a proxy's).
-    pub async fn spawn_on(db: TestDb, sink: SmtpSink, smtp_url: &str, extra: &[(&str, &str)]) -> TestApp {
-        tests::logs::init();
-        let amqp_url = tests::amqp_url().await;
-        let queue = tests::unique("notification_queue");
-        let exchange = tests::unique("events");
-        let mut vars: HashMap<String, String> = [
-            ("AMQP_URL", amqp_url.clone()),
-            ("DATABASE_URL", db.url.clone()),
-            ("SMTP_URL", smtp_url.to_owned()),
-            ("NOTIFICATION_QUEUE", queue.clone()),
-            ("EVENTS_EXCHANGE", exchange.clone()),
-            ("OPS_ADDR", "127.0.0.1:0".to_owned()),
-            ("PREFETCH", "4".to_owned()),
-            ("SMTP_TIMEOUT_MS", "2000".to_owned()),
-            // Quick retries: 200 ms, 400 ms, then 800 ms, for about 15 s in all.
-            ("RETRY_MAX_ATTEMPTS", "20".to_owned()),
-            ("RETRY_INITIAL_DELAY_MS", "200".to_owned()),
-            ("RETRY_MULTIPLIER", "2".to_owned()),
-            ("RETRY_MAX_DELAY_MS", "800".to_owned()),
-            ("SHUTDOWN_GRACE_MS", "5000".to_owned()),
-        ]
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect();
-        vars.extend(extra.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())));
-        let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test configuration");
-        let retry = config.retry.policy();
+    /// The kit's environment with these tests' settings, mailing to `smtp_url`; adjust it with
+    /// [`ServiceEnv::set`] (e.g. `DATABASE_URL` through a proxy), then [`TestApp::start`].
+    pub async fn env(smtp_url: &str) -> ServiceEnv {
+        PATIENT_RETRIES
+            .iter()
+            .fold(ServiceEnv::new().await, |env, (name, value)| env.set(name, *value))
+            .set("SMTP_URL", smtp_url)
+            .set("PREFETCH", "4")
+            .set("SMTP_TIMEOUT_MS", "2000")
+            .set("SHUTDOWN_GRACE_MS", "5000")
+    }
 
+    /// Starts the service in `env`, with a client to emit events and a probe of the broker.
+    pub async fn start(env: ServiceEnv, sink: SmtpSink) -> TestApp {
+        let config = Config::from_lookup(|name| env.lookup(name)).expect("test configuration");
         let shutdown = CancellationToken::new();
         let app = App::build(config, shutdown.clone()).await.expect("the service starts");
         assert!(app.wait_ready(DEADLINE).await, "the service did not start consuming");
+        let amqp_url = env.amqp_url().to_owned();
         let client = Client::start(
             ClientConfig::new(BrokerConfig::new(amqp_url.clone(), "notification-service-tests"))
-                .events_exchange(exchange.clone()),
+                .events_exchange(env.events_exchange().to_owned()),
             shutdown.clone(),
         );
         assert!(client.wait_connected(DEADLINE).await, "the test client did not connect");
-        let pool = db.pool().await;
+        let pool = env.db().pool().await;
         let probe = BrokerProbe::connect(&amqp_url).await;
+        let queue = env.notification_queue().to_owned();
         let dlq = topology::dlq_name(&queue);
-        TestApp {
-            app,
-            others: Vec::new(),
-            sink,
-            _db: db,
-            pool,
-            probe,
-            client,
-            amqp_url,
-            queue,
-            dlq,
-            exchange,
-            vars,
-            retry,
-            shutdown,
-        }
+        TestApp { app, others: Vec::new(), sink, env, pool, probe, client, amqp_url, queue, dlq, shutdown }
     }
 
     /// Starts one more instance of the service on the same queue, database and SMTP server (a
     /// second replica, with its own instance id); it stops with the first.
     pub async fn another_instance(&mut self) {
-        let config = Config::from_lookup(|name| self.vars.get(name).cloned()).expect("test configuration");
+        let config = Config::from_lookup(|name| self.env.lookup(name)).expect("test configuration");
         let app = App::build(config, self.shutdown.clone()).await.expect("another instance starts");
         assert!(app.wait_ready(DEADLINE).await, "the second instance did not start consuming");
         self.others.push(app);
@@ -163,28 +140,21 @@ impl TestApp {
             .expect("count sent_mails")
     }
 
-    /// Shuts the service down, asserts it stopped within its grace period and parked nothing
-    /// unexpected, and removes the test's queues and exchange.
+    /// Shuts the service down, asserts it stopped within its grace period, then lets the kit
+    /// check that nothing was parked unexpectedly and remove the test's queues and exchange.
     pub async fn stop(self) {
-        self.probe.assert_empty(&self.dlq).await;
         self.shutdown.cancel();
-        let all = std::iter::once(self.app).chain(self.others).map(App::run_until_stopped);
-        let stopped = tokio::time::timeout(DEADLINE, futures_join_all(all)).await;
+        let stopping: Vec<_> =
+            std::iter::once(self.app).chain(self.others).map(|app| tokio::spawn(app.run_until_stopped())).collect();
+        let stopped = tokio::time::timeout(DEADLINE, async {
+            for app in stopping {
+                app.await.expect("a stopping instance panicked");
+            }
+        })
+        .await;
         assert!(stopped.is_ok(), "the service did not stop within {DEADLINE:?}");
-        let retry_queues: Vec<String> =
-            self.retry.delays().into_iter().map(|delay| topology::retry_queue_name(&self.queue, delay)).collect();
-        let mut queues = vec![self.queue.as_str(), self.dlq.as_str()];
-        queues.extend(retry_queues.iter().map(String::as_str));
-        self.probe.delete_queues(&queues).await;
-        self.probe.delete_exchange(&self.exchange).await;
-    }
-}
-
-/// Runs the futures concurrently and waits for all of them.
-async fn futures_join_all<F: Future<Output = ()> + Send + 'static>(futures: impl Iterator<Item = F>) {
-    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
-    for task in tasks {
-        task.await.expect("a stopping instance panicked");
+        self.pool.close().await;
+        self.env.finish().await;
     }
 }
 

@@ -2,7 +2,9 @@
 
 use notification_service::sent_mails;
 
-use crate::support::{DEADLINE, TestApp, event_id, user};
+use tests::DEADLINE;
+
+use crate::support::{TestApp, event_id, user};
 
 #[tokio::test]
 async fn a_user_created_event_sends_one_welcome_mail_with_both_parts_and_a_derived_message_id() {
