@@ -67,6 +67,11 @@ impl Client {
         self.inner.link.is_connected()
     }
 
+    /// The node the client is connected to (`host:port`), none while reconnecting.
+    pub fn node(&self) -> Option<String> {
+        self.inner.link.node()
+    }
+
     /// A receiver of the connected flag, for readiness endpoints (`ops::Readiness::flag`).
     pub fn readiness(&self) -> watch::Receiver<bool> {
         self.inner.link.subscribe()

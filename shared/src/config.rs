@@ -23,9 +23,11 @@ use clap::{Arg, ArgMatches, Args, Command, FromArgMatches, error::ContextKind, e
 use secrecy::SecretString;
 
 use crate::{
+    broker_urls::{BrokerUrls, BrokerUrlsError},
     connection::{Backoff, BrokerConfig},
     retry::RetryPolicy,
     telemetry::LogFormat,
+    topology::QueueType,
 };
 
 /// The default broker: the machine's own RabbitMQ, as on a developer laptop or CI.
@@ -276,6 +278,12 @@ fn secret(text: &str) -> Result<SecretString, Infallible> {
     Ok(SecretString::from(text.to_owned()))
 }
 
+/// `AMQP_URL`: one broker URL or a comma-separated list of a cluster's nodes, each parsed now
+/// so that a malformed entry stops the service at startup (named by position, redacted).
+fn broker_urls(text: &str) -> Result<SecretString, BrokerUrlsError> {
+    BrokerUrls::parse(text).map(|_| SecretString::from(text.to_owned()))
+}
+
 /// Milliseconds, at least 1.
 fn millis(text: &str) -> Result<Duration, String> {
     text.trim()
@@ -287,9 +295,21 @@ fn millis(text: &str) -> Result<Duration, String> {
 /// The broker: where, and how patiently to reconnect.
 #[derive(Debug, Clone, Args)]
 pub struct BrokerSettings {
-    /// RabbitMQ URL: amqp://user:pass@host:port/vhost (amqps:// for TLS)
-    #[arg(long = "amqp-url", env = "AMQP_URL", value_name = "URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true, value_parser = secret)]
+    /// RabbitMQ URL: amqp://user:pass@host:port/vhost (amqps:// for TLS); on a cluster, every node's URL, comma-separated
+    #[arg(long = "amqp-url", env = "AMQP_URL", value_name = "URL[,URL...]", default_value = DEFAULT_AMQP_URL, hide_env_values = true, value_parser = broker_urls)]
     pub amqp_url: SecretString,
+    /// With several URLs: start at a random one (spreads services over the nodes); false: always start at the first
+    #[arg(long = "amqp-shuffle-urls", env = "AMQP_SHUFFLE_URLS", value_name = "BOOL", default_value = "true", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub amqp_shuffle_urls: bool,
+    /// Type of the retry and dead-letter queues the services own: classic, or quorum on a cluster (whose vhost has default queue type quorum)
+    #[arg(
+        long = "amqp-queue-type",
+        env = "AMQP_QUEUE_TYPE",
+        value_name = "TYPE",
+        default_value = "classic",
+        value_enum
+    )]
+    pub amqp_queue_type: QueueType,
     /// Longest pause between reconnection attempts, in ms (jittered exponential backoff from 100 ms)
     #[arg(long = "amqp-reconnect-max-ms", env = "AMQP_RECONNECT_MAX_MS", value_name = "MS", default_value = "10000", value_parser = millis)]
     pub amqp_reconnect_max: Duration,
@@ -302,8 +322,9 @@ impl BrokerSettings {
     /// The transport's connection settings, named after the service.
     pub fn broker_config(&self, service: &str) -> BrokerConfig {
         use secrecy::ExposeSecret as _;
-        let mut config = BrokerConfig::new(self.amqp_url.expose_secret(), service);
+        let mut config = BrokerConfig::new(self.amqp_url.expose_secret(), service).queue_type(self.amqp_queue_type);
         config.reconnect = Backoff { max: self.amqp_reconnect_max, ..Backoff::default() };
+        config.shuffle = self.amqp_shuffle_urls;
         config
     }
 }
@@ -465,6 +486,28 @@ mod tests {
     }
 
     #[test]
+    fn a_list_of_broker_urls_is_one_setting() {
+        let sample =
+            read(&[("AMQP_URL", "amqp://u:p@n1:5672/v, amqp://u:p@n2:5672/v"), ("AMQP_QUEUE_TYPE", "quorum")]).unwrap();
+        let broker = sample.broker.broker_config("sample-service");
+        assert_eq!(broker.urls.nodes(), "n1:5672, n2:5672");
+        assert_eq!(broker.queue_type, QueueType::Quorum);
+        assert!(broker.shuffle);
+        assert_eq!(read(&[]).unwrap().broker.amqp_queue_type, QueueType::Classic);
+        let listed = read(&[("AMQP_SHUFFLE_URLS", "false")]).unwrap();
+        assert!(!listed.broker.broker_config("s").shuffle);
+    }
+
+    #[test]
+    fn a_malformed_broker_list_names_the_entry_and_hides_passwords() {
+        let error = read(&[("AMQP_URL", "amqp://u:hunter2@n1/v,amqp//u:hunter2@n2/v")]).unwrap_err().to_string();
+        assert!(error.starts_with("AMQP_URL=(hidden) is invalid: entry 2 of 2"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+        let error = read(&[("AMQP_QUEUE_TYPE", "mirrored")]).unwrap_err().to_string();
+        assert!(error.starts_with("AMQP_QUEUE_TYPE=\"mirrored\" is invalid"), "{error}");
+    }
+
+    #[test]
     fn secrets_are_hidden_from_debug() {
         let sample = read(&[("DATABASE_URL", "postgres://u:hunter2@db/x")]).unwrap();
         let shown = format!("{sample:?}");
@@ -478,6 +521,8 @@ mod tests {
         for var in [
             "AMQP_URL",
             "AMQP_RECONNECT_MAX_MS",
+            "AMQP_QUEUE_TYPE",
+            "AMQP_SHUFFLE_URLS",
             "EVENTS_EXCHANGE",
             "DATABASE_URL",
             "DATABASE_MAX_CONNECTIONS",

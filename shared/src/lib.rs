@@ -15,13 +15,14 @@
 //! [`client`], [`server`], [`topology`] (queue and exchange names), [`retry`] (the failure
 //! policy), [`trace`] (W3C trace context over AMQP), [`event_id`] (which event a delivery is,
 //! for consumers that act once per event), plus the plumbing every service shares:
-//! [`connection`], [`config`] (every setting, declared once), [`startup`] (the binaries' `main`),
-//! [`ops`], [`telemetry`], [`shutdown`].
+//! [`connection`] and [`broker_urls`] (one node or a cluster's), [`config`] (every setting,
+//! declared once), [`startup`] (the binaries' `main`), [`ops`], [`telemetry`], [`shutdown`].
 //!
 //! What it guarantees beyond NestJS: acks after the handler finished, bounded prefetch,
 //! persistent and confirmed events, retries through delay queues then a dead-letter queue,
 //! reconnection without restarts, graceful shutdown, typed errors on every path.
 
+pub mod broker_urls;
 pub mod client;
 pub mod config;
 pub mod connection;
@@ -38,6 +39,7 @@ pub mod topology;
 pub mod trace;
 pub mod wire;
 
+pub use broker_urls::BrokerUrls;
 pub use client::{Client, ClientConfig, EmitOptions, EmitTarget, SendOptions};
 pub use connection::{Backoff, BrokerConfig};
 pub use contracts::{Event, Request};
@@ -45,6 +47,7 @@ pub use error::{EmitError, EventFailure, FailureKind, RemoteError, RpcError, Rpc
 pub use event_id::EventId;
 pub use retry::RetryPolicy;
 pub use server::{Listener, MessageContext, Server, ServerConfig, ServerHandle, State};
+pub use topology::QueueType;
 pub use trace::TraceContext;
 pub use wire::ErrorObject;
 

@@ -101,7 +101,10 @@ pub fn router(readiness: Readiness) -> Router {
 async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
     let (ready, checks) = readiness.evaluate().await;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(serde_json::json!({"status": if ready { "ready" } else { "unavailable" }, "checks": checks})))
+    // Which broker node each link is on (`host:port`, never credentials).
+    let brokers = crate::connection::nodes_in_use();
+    let status_text = if ready { "ready" } else { "unavailable" };
+    (status, Json(serde_json::json!({"status": status_text, "checks": checks, "brokers": brokers})))
 }
 
 /// Binds `addr` and serves `router` until `shutdown`; returns the bound address.

@@ -15,7 +15,9 @@
 //! - at most `prefetch` messages per queue are in flight, which bounds the concurrency;
 //! - anything that is not a packet (not JSON, no pattern) is parked in `<queue>.dlq` and the
 //!   consumer keeps serving; a panicking handler is an internal error, not a dead consumer;
-//! - a lost broker link is re-established with backoff, topology redeclared, consumers resumed;
+//! - a lost broker link is re-established with backoff (through the next node of a cluster),
+//!   topology redeclared, consumers resumed; a consumer the broker cancels on its own (its
+//!   queue deleted, or moved off a lost node) is resumed on the same channel;
 //! - on shutdown: consumers are cancelled, in-flight handlers get `shutdown_grace` to finish,
 //!   then the connection is closed (unfinished messages return to their queue).
 
@@ -39,7 +41,8 @@ pub use extract::{FromMessage, MessageContext, State, amqp_to_json};
 pub use handler::{EventHandler, InvalidPayload, RequestHandler};
 
 use crate::{
-    connection::{self, BrokerConfig},
+    broker_urls::redact,
+    connection::{self, BrokerConfig, Connected, InUse, Rotation},
     contracts::{Event, Request, pattern_value},
     retry::{FailureQueues, RetryPolicy},
     topology,
@@ -206,9 +209,14 @@ async fn run<S: Clone + Send + Sync + 'static>(
 ) {
     let mut tasks = JoinSet::new();
     let service = shared.config.service.clone();
-    while let Some(connection) = connection::connect_with_backoff(&shared.config.broker, &shutdown).await {
-        let outcome = serve(&shared, &connection, &shutdown, &ready, &mut tasks).await;
+    let mut rotation = Rotation::new(&shared.config.broker);
+    while let Some(Connected { connection, node }) =
+        connection::connect_with_backoff(&shared.config.broker, &mut rotation, &shutdown).await
+    {
+        let in_use = InUse::register(&shared.config.broker.connection_name, &node);
+        let outcome = serve(&shared, &connection, &node, &shutdown, &ready, &mut tasks).await;
         ready.send_replace(false);
+        drop(in_use);
         match outcome {
             Ok(channels) => {
                 drain(&mut tasks, shared.config.shutdown_grace).await;
@@ -222,7 +230,8 @@ async fn run<S: Clone + Send + Sync + 'static>(
                 break;
             }
             Err(error) => {
-                tracing::warn!(service = %service, error = %error, "server lost the broker; reconnecting");
+                let error = redact(&error.to_string());
+                tracing::warn!(service = %service, node = %node, error = %error, "server lost the broker; reconnecting");
                 connection::close(&connection).await;
             }
         }
@@ -237,13 +246,14 @@ async fn run<S: Clone + Send + Sync + 'static>(
 async fn serve<S: Clone + Send + Sync + 'static>(
     shared: &Arc<Shared<S>>,
     connection: &Connection,
+    node: &str,
     shutdown: &CancellationToken,
     ready: &watch::Sender<bool>,
     tasks: &mut JoinSet<()>,
 ) -> Result<Vec<Channel>, LinkLost> {
-    let (mut consumers, cancels, confirms) = connection::bounded(consume_all(shared, connection)).await?;
+    let (mut consumers, mut cancels, confirms) = connection::bounded(consume_all(shared, connection)).await?;
     ready.send_replace(true);
-    tracing::info!(service = %shared.config.service, queues = shared.listeners.len(), "server consuming");
+    tracing::info!(service = %shared.config.service, node = %node, queues = shared.listeners.len(), "server consuming");
 
     loop {
         tokio::select! {
@@ -259,7 +269,7 @@ async fn serve<S: Clone + Send + Sync + 'static>(
                 return Ok(channels);
             }
             next = consumers.next() => match next {
-                Some((_, outlet, Ok(delivery))) => {
+                Some((_, outlet, Some(Ok(delivery)))) => {
                     tasks.spawn(consume::dispatch(Arc::clone(shared), outlet, delivery));
                     // Finished tasks are collected here rather than by awaiting them, so that
                     // a finishing handler never has to wake this loop.
@@ -269,9 +279,20 @@ async fn serve<S: Clone + Send + Sync + 'static>(
                         }
                     }
                 }
-                Some((index, _, Err(error))) => {
+                Some((index, _, Some(Err(error)))) => {
                     tracing::debug!(queue = %shared.listeners[index].queue, "consumer failed");
                     return Err(LinkLost::Broker(error));
+                }
+                Some((index, outlet, None)) => {
+                    // Not our cancel (ours happens on shutdown, which returned above).
+                    ready.send_replace(false);
+                    let listener = &shared.listeners[index];
+                    tracing::warn!(queue = %listener.queue, node = %node, "the broker cancelled the consumer; resuming");
+                    let consumer = connection::bounded(consume(shared, &outlet.channel, listener)).await?;
+                    cancels[index].1 = consumer.tag();
+                    consumers.push(deliveries(index, outlet, consumer));
+                    ready.send_replace(true);
+                    tracing::info!(queue = %listener.queue, node = %node, "consumer resumed");
                 }
                 None => return Err(LinkLost::ConsumersEnded),
             },
@@ -279,8 +300,36 @@ async fn serve<S: Clone + Send + Sync + 'static>(
     }
 }
 
-type Deliveries =
-    SelectAll<futures::stream::BoxStream<'static, (usize, Outlet, Result<lapin::message::Delivery, lapin::Error>)>>;
+/// What a consumer stream yields: a delivery, an error (the link broke), or `None` once, when
+/// the consumer was cancelled.
+type Next = Option<Result<lapin::message::Delivery, lapin::Error>>;
+type Deliveries = SelectAll<futures::stream::BoxStream<'static, (usize, Outlet, Next)>>;
+
+/// One queue's deliveries, tagged with its listener and outlet, ending with a `None` that
+/// reports the consumer's cancellation (the broker's, since ours ends the loop first).
+fn deliveries(
+    index: usize,
+    outlet: Outlet,
+    consumer: lapin::Consumer,
+) -> futures::stream::BoxStream<'static, (usize, Outlet, Next)> {
+    let ended = Arc::clone(&outlet);
+    consumer
+        .map(move |delivery| (index, Arc::clone(&outlet), Some(delivery)))
+        .chain(futures::stream::once(async move { (index, ended, None) }))
+        .boxed()
+}
+
+/// Declares a listener's queues and starts consuming it on `channel`.
+async fn consume<S>(
+    shared: &Shared<S>,
+    channel: &Channel,
+    listener: &Listener,
+) -> Result<lapin::Consumer, lapin::Error> {
+    declare(shared, channel, listener).await?;
+    channel
+        .basic_consume(listener.queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+}
 
 /// Opens a channel per queue, declares its topology and starts consuming it.
 async fn consume_all<S>(
@@ -295,28 +344,21 @@ async fn consume_all<S>(
     for (index, listener) in shared.listeners.iter().enumerate() {
         let channel = connection.create_channel().await?;
         channel.basic_qos(shared.config.prefetch, BasicQosOptions::default()).await?;
-        declare(shared, &channel, listener).await?;
-        let consumer = channel
-            .basic_consume(
-                listener.queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let consumer = consume(shared, &channel, listener).await?;
         cancels.push((channel.clone(), consumer.tag()));
         let queue: Arc<str> = listener.queue.as_str().into();
         let failures =
             FailureQueues::new(confirms.clone(), Arc::clone(&queue), Arc::clone(&service), shared.config.retry.clone());
         let outlet = Arc::new(Channels { channel, failures, queue });
-        consumers.push(consumer.map(move |delivery| (index, Arc::clone(&outlet), delivery)).boxed());
+        consumers.push(deliveries(index, outlet, consumer));
     }
     Ok((consumers, cancels, confirms))
 }
 
 async fn declare<S>(shared: &Shared<S>, channel: &Channel, listener: &Listener) -> Result<(), lapin::Error> {
     topology::declare_queue(channel, &listener.queue, listener.durable).await?;
-    topology::declare_failure_queues(channel, &listener.queue, &shared.config.retry.delays()).await?;
+    let (delays, queue_type) = (shared.config.retry.delays(), shared.config.broker.queue_type);
+    topology::declare_failure_queues(channel, &listener.queue, &delays, queue_type).await?;
     if let Some(exchange) = &listener.events_exchange {
         topology::declare_topic_exchange(channel, exchange).await?;
         for pattern in &shared.event_patterns {

@@ -59,7 +59,8 @@ impl Link {
 /// The link callers use right now (none while reconnecting), and the connected flag that
 /// follows it.
 pub(super) struct CurrentLink {
-    link: RwLock<Option<Link>>,
+    /// The link and the node (`host:port`) it is on.
+    link: RwLock<Option<(Link, String)>>,
     connected: watch::Sender<bool>,
     /// Set when a channel of the link died on its own (the broker can close one channel and
     /// keep the connection): the supervisor then rebuilds the whole link.
@@ -72,10 +73,15 @@ impl CurrentLink {
     }
 
     pub fn get(&self) -> Option<Link> {
-        self.link.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.link.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(|(link, _)| link.clone())
     }
 
-    pub fn set(&self, link: Option<Link>) {
+    /// The node of the current link, `host:port`.
+    pub fn node(&self) -> Option<String> {
+        self.link.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(|(_, node)| node.clone())
+    }
+
+    pub fn set(&self, link: Option<(Link, String)>) {
         let up = link.is_some();
         *self.link.write().unwrap_or_else(PoisonError::into_inner) = link;
         self.connected.send_replace(up);

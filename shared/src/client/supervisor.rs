@@ -13,7 +13,10 @@ use tokio::{sync::Mutex, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::{Inner, link::Link};
-use crate::connection;
+use crate::{
+    broker_urls::redact,
+    connection::{self, Connected, InUse, Rotation},
+};
 
 /// The supervisor task and the token that stops it.
 pub(super) struct Supervisor {
@@ -58,11 +61,15 @@ impl Drop for Supervisor {
 /// Connect, serve replies until the link breaks, fail what was pending, start over.
 async fn supervise(inner: Arc<Inner>, stop: CancellationToken) {
     let name = inner.config.broker.connection_name.clone();
-    while let Some(connection) = connection::connect_with_backoff(&inner.config.broker, &stop).await {
+    let mut rotation = Rotation::new(&inner.config.broker);
+    while let Some(Connected { connection, node }) =
+        connection::connect_with_backoff(&inner.config.broker, &mut rotation, &stop).await
+    {
         let lost = match connection::bounded(Link::open(&inner.config, &connection)).await {
             Ok((link, replies)) => {
-                inner.link.set(Some(link.clone()));
-                tracing::info!(connection = %name, "client connected");
+                let _in_use = InUse::register(&name, &node);
+                inner.link.set(Some((link.clone(), node.clone())));
+                tracing::info!(connection = %name, node = %node, "client connected");
                 let lost = tokio::select! {
                     biased;
                     () = stop.cancelled() => None,
@@ -84,8 +91,11 @@ async fn supervise(inner: Arc<Inner>, stop: CancellationToken) {
                 break;
             }
             Some(error) => {
-                tracing::warn!(connection = %name, error = ?error, "client lost the broker; reconnecting");
+                // Calls in flight on this link fail now, with `Unavailable`; new ones fail
+                // fast until the next node is connected.
                 inner.calls.fail_all(error.as_ref());
+                let reason = error.as_ref().map(|error| redact(&error.to_string())).unwrap_or_default();
+                tracing::warn!(connection = %name, node = %node, error = %reason, "client lost the broker; reconnecting");
                 connection::close(&connection).await;
             }
         }
