@@ -1,7 +1,9 @@
 //! user-service against real RabbitMQ and Postgres: each test starts the service in-process
-//! (`App::build`, as the binary does) on a fresh database and queue names of its own.
+//! (`App::build`, as the binary does) on a fresh database and queue names of its own; `cli`
+//! also runs the built binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cli;
 mod get_user;
 mod nest;
 mod ops;
