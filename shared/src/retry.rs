@@ -21,6 +21,10 @@ use crate::topology;
 
 /// Header: which delivery attempt a message is on (1 = first).
 pub const ATTEMPT_HEADER: &str = "x-attempt";
+/// Set by quorum queues: how often the broker delivered this copy before (a consumer or its
+/// node was lost holding it). Not an attempt: `x-attempt` counts handler failures only, and a
+/// republished copy (retry, park) starts without the old copy's count.
+pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 /// DLQ header: why the message was parked (the error and its causes).
 pub const ERROR_HEADER: &str = "x-error";
 /// DLQ header: the kind of failure (`exhausted`, `permanent`, `undecodable`, `no-handler`).
@@ -176,6 +180,11 @@ impl FailureQueues {
 /// The message's headers plus where it was first published, kept across retries.
 fn carried_headers(delivery: &Delivery) -> FieldTable {
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    if headers.contains_key(DELIVERY_COUNT_HEADER) {
+        let mut table = headers.inner().clone();
+        table.remove(DELIVERY_COUNT_HEADER);
+        headers = table.into();
+    }
     if !headers.inner().contains_key(ORIGINAL_ROUTING_KEY_HEADER) {
         headers.insert(ORIGINAL_EXCHANGE_HEADER.into(), AMQPValue::LongString(delivery.exchange.as_str().into()));
         headers.insert(ORIGINAL_ROUTING_KEY_HEADER.into(), AMQPValue::LongString(delivery.routing_key.as_str().into()));

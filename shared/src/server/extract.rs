@@ -22,7 +22,8 @@ pub struct MessageContext {
     pub message_id: Option<String>,
     /// The request id (`correlation_id`) for requests.
     pub correlation_id: Option<String>,
-    /// Whether the broker delivered this message before (a consumer died holding it).
+    /// Whether the broker delivered this message before (a consumer died holding it, or on a
+    /// quorum queue a non-zero `x-delivery-count`). Redeliveries are not attempts.
     pub redelivered: bool,
     /// Which delivery attempt this is through the retry queues, starting at 1.
     pub attempt: u32,
@@ -42,7 +43,8 @@ impl MessageContext {
             queue,
             message_id: properties.message_id().as_ref().map(ToString::to_string),
             correlation_id: properties.correlation_id().as_ref().map(ToString::to_string),
-            redelivered,
+            redelivered: redelivered
+                || header_u32(&headers, crate::retry::DELIVERY_COUNT_HEADER).is_some_and(|count| count > 0),
             attempt,
             trace,
             headers,
