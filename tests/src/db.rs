@@ -1,10 +1,10 @@
 //! A throwaway Postgres database per test.
 
-use std::{sync::mpsc, time::Duration};
+use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool, postgres::PgPoolOptions};
 
-use crate::{eventually, infra, urls};
+use crate::{eventually, infra, teardown, urls};
 
 /// The database the kit connects to for `CREATE DATABASE` / `DROP DATABASE`.
 const MAINTENANCE_DB: &str = "postgres";
@@ -82,29 +82,10 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let maintenance_url = urls::with_path(&self.server_url, MAINTENANCE_DB);
         let name = self.name.clone();
-        let (done, outcome) = mpsc::channel();
-        // Drop is synchronous and may run inside a runtime: do the async work on a thread of
-        // its own, with a runtime of its own, and wait for it with a bound.
-        let spawned = std::thread::Builder::new().name(format!("drop-{name}")).spawn(move || {
-            let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime.block_on(async {
-                    tokio::time::timeout(DROP_TIMEOUT, drop_database(&maintenance_url, &name))
-                        .await
-                        .unwrap_or_else(|_| Err("timed out".to_owned()))
-                }),
-                Err(error) => Err(format!("no runtime: {error}")),
-            };
-            let _receiver_gone = done.send(result);
+        let dropped = teardown::run_bounded(format!("drop-{name}"), DROP_TIMEOUT, move || async move {
+            drop_database(&maintenance_url, &name).await
         });
-        let report = match spawned {
-            Err(error) => Some(format!("cannot start a thread: {error}")),
-            Ok(_detached) => match outcome.recv_timeout(DROP_TIMEOUT + Duration::from_secs(1)) {
-                Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(error),
-                Err(_) => Some("timed out".to_owned()),
-            },
-        };
-        if let Some(error) = report {
+        if let Err(error) = dropped.and_then(|result| result) {
             eprintln!("test kit: could not drop test database {}: {error}", self.name);
         }
     }

@@ -1,7 +1,8 @@
 //! The test kit shared by every crate's integration tests: real infrastructure (from the
 //! environment, else testcontainers, else the machine's own services), isolation per test
-//! (fresh databases, unique queue names), polling helpers, a TCP chaos proxy, an SMTP sink and
-//! drivers for the NestJS interop project under `tests/nest`.
+//! (fresh databases, unique queue names), one service harness ([`ServiceEnv`], [`DEADLINE`]),
+//! polling helpers, a TCP chaos proxy, an SMTP sink and drivers for the NestJS interop project
+//! under `tests/nest`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod nest;
@@ -11,14 +12,17 @@ pub mod broker;
 pub mod chaos;
 pub mod db;
 pub mod eventually;
+pub mod harness;
 pub mod infra;
 pub mod logs;
 pub mod names;
+mod teardown;
 pub mod urls;
 
 pub use broker::{BrokerProbe, ProbedMessage};
 pub use chaos::ChaosProxy;
 pub use db::TestDb;
 pub use eventually::{eventually, eventually_some};
+pub use harness::{DEADLINE, ServiceEnv};
 pub use infra::{amqp_url, postgres_url};
 pub use names::unique;

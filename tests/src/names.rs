@@ -10,3 +10,17 @@ pub fn unique(prefix: &str) -> String {
     let bits = rand::random::<u64>() & 0xffff_ffff_ffff;
     format!("{prefix}_{bits:012x}")
 }
+
+/// The dead-letter queue a consumer of `queue` parks failed messages in: `<queue>.dlq`.
+///
+/// The same convention as `shared::topology::dlq_name` (the kit cannot depend on `shared`;
+/// `tests/tests/kit_infra.rs` checks that the two agree).
+pub fn dlq(queue: &str) -> String {
+    format!("{queue}.dlq")
+}
+
+/// The delay queue that holds a message of `queue` for `delay` before a retry:
+/// `<queue>.retry.<milliseconds>ms`, as `shared::topology::retry_queue_name` names it.
+pub fn retry_queue(queue: &str, delay: std::time::Duration) -> String {
+    format!("{queue}.retry.{}ms", delay.as_millis())
+}

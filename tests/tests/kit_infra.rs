@@ -1,5 +1,5 @@
 //! Proves the test kit against the real RabbitMQ and Postgres: databases, the broker probe,
-//! the chaos proxy, polling and names.
+//! the chaos proxy, polling, names and the service harness.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
@@ -11,8 +11,8 @@ use lapin::{BasicProperties, Connection, ConnectionProperties, options::QueueDec
 use serde_json::json;
 use sqlx::{Connection as _, PgConnection, Row};
 use tests::{
-    BrokerProbe, ChaosProxy, TestDb, amqp_url, broker::fields::json_to_table, eventually, eventually_some, logs,
-    postgres_url, unique, urls,
+    BrokerProbe, ChaosProxy, ServiceEnv, TestDb, amqp_url, broker::fields::json_to_table, eventually, eventually_some,
+    logs, postgres_url, unique, urls,
 };
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -259,4 +259,124 @@ fn unique_names_are_prefixed_hex_and_differ() {
     let suffix = a.strip_prefix("orders_").expect("prefix kept");
     assert_eq!(suffix.len(), 12);
     assert!(suffix.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{a}");
+}
+
+#[tokio::test]
+async fn the_harness_hands_out_unique_names_a_fresh_database_and_fast_retries() {
+    let env = ServiceEnv::new().await.set("PREFETCH", "4");
+    let other = ServiceEnv::new().await;
+    for var in ["USER_QUEUE", "USER_EVENTS_QUEUE", "NOTIFICATION_QUEUE", "EVENTS_EXCHANGE", "DATABASE_URL"] {
+        assert_ne!(env.lookup(var), other.lookup(var), "{var} is shared");
+    }
+    assert_eq!(env.lookup("USER_QUEUE").as_deref(), Some(env.user_queue()));
+    assert_eq!(env.lookup("EVENTS_EXCHANGE").as_deref(), Some(env.events_exchange()));
+    assert_eq!(env.lookup("DATABASE_URL"), Some(env.db().url.clone()));
+    assert_eq!(env.lookup("AMQP_URL"), Some(amqp_url().await));
+    assert_eq!(env.lookup("OPS_ADDR").as_deref(), Some("127.0.0.1:0"));
+    assert_eq!(env.lookup("HTTP_ADDR").as_deref(), Some("127.0.0.1:0"));
+    assert_eq!(env.lookup("PREFETCH").as_deref(), Some("4"));
+    assert_eq!(env.lookup("NOT_SET"), None);
+    assert_eq!(env.vars().len(), 13);
+    assert!(database_exists(&env.db().name).await.unwrap());
+
+    let sibling = env.sibling().await;
+    assert_eq!(sibling.user_queue(), env.user_queue());
+    assert_eq!(sibling.lookup("PREFETCH").as_deref(), Some("4"));
+    assert_ne!(sibling.lookup("DATABASE_URL"), env.lookup("DATABASE_URL"));
+}
+
+/// The retry policy the env's `RETRY_*` variables describe, as the services build it.
+fn policy_of(env: &ServiceEnv) -> shared::RetryPolicy {
+    let number = |var: &str| env.lookup(var).unwrap().parse::<u32>().unwrap();
+    shared::RetryPolicy {
+        max_attempts: number("RETRY_MAX_ATTEMPTS"),
+        initial_delay: Duration::from_millis(number("RETRY_INITIAL_DELAY_MS").into()),
+        multiplier: number("RETRY_MULTIPLIER"),
+        max_delay: Duration::from_millis(number("RETRY_MAX_DELAY_MS").into()),
+    }
+}
+
+#[tokio::test]
+async fn the_harness_names_dead_letter_and_delay_queues_as_the_transport_does() {
+    let env = ServiceEnv::new().await;
+    let fast = policy_of(&env);
+    assert_eq!((fast.max_attempts, fast.initial_delay, fast.max_delay), (3, ms(50), ms(200)));
+    assert_eq!(env.retry_delays(), fast.delays());
+    let env = env
+        .set("RETRY_MAX_ATTEMPTS", "7")
+        .set("RETRY_INITIAL_DELAY_MS", "100")
+        .set("RETRY_MULTIPLIER", "3")
+        .set("RETRY_MAX_DELAY_MS", "1000");
+    assert_eq!(env.retry_delays(), policy_of(&env).delays());
+    assert_eq!(env.retry_delays(), [ms(100), ms(300), ms(900), ms(1000)]);
+
+    let queue = env.notification_queue();
+    assert_eq!(tests::names::dlq(queue), shared::topology::dlq_name(queue));
+    assert_eq!(tests::names::retry_queue(queue, ms(900)), shared::topology::retry_queue_name(queue, ms(900)));
+}
+
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+/// Declares every broker object a service of `env` could have: its queues, their dead-letter
+/// and delay queues, and the exchange.
+async fn declare_all(probe: &BrokerProbe, env: &ServiceEnv) -> Vec<String> {
+    let mut queues = Vec::new();
+    for queue in [env.user_queue(), env.user_events_queue(), env.notification_queue()] {
+        queues.push(queue.to_owned());
+        queues.push(tests::names::dlq(queue));
+        queues.extend(env.retry_delays().into_iter().map(|delay| tests::names::retry_queue(queue, delay)));
+    }
+    for queue in &queues {
+        probe.declare_queue(queue).await;
+    }
+    probe.declare_topic_exchange(env.events_exchange()).await;
+    queues
+}
+
+#[tokio::test]
+async fn finishing_the_harness_deletes_queues_exchange_and_database() {
+    let probe = BrokerProbe::new().await;
+    let env = ServiceEnv::new().await.set("RETRY_MAX_ATTEMPTS", "4");
+    let sibling = env.sibling().await;
+    let queues = declare_all(&probe, &env).await;
+    assert_eq!(queues.len(), 3 * 5, "three queues, each with a DLQ and three delay queues");
+    let (exchange, databases) = (env.events_exchange().to_owned(), [env.db().name.clone(), sibling.db().name.clone()]);
+
+    env.finish().await;
+    for queue in &queues {
+        assert!(!probe.queue_exists(queue).await, "{queue} is left");
+    }
+    let channel = amqp_channel().await;
+    let passive = lapin::options::ExchangeDeclareOptions { passive: true, ..Default::default() };
+    let declared =
+        channel.exchange_declare(exchange.as_str().into(), lapin::ExchangeKind::Topic, passive, FieldTable::default());
+    assert!(declared.await.is_err(), "exchange {exchange} is left");
+    assert!(!database_exists(&databases[0]).await.unwrap());
+    drop(sibling);
+    assert!(!database_exists(&databases[1]).await.unwrap());
+}
+
+#[tokio::test]
+async fn finishing_with_a_parked_message_fails_and_dropping_still_cleans_up() {
+    let probe = BrokerProbe::new().await;
+    let env = ServiceEnv::new().await;
+    let queues = declare_all(&probe, &env).await;
+    let dlq = tests::names::dlq(env.user_events_queue());
+    assert!(probe.publish_raw("", &dlq, b"parked", BasicProperties::default()).await);
+
+    let finished = tokio::spawn(env.finish()).await;
+    let panic = finished.unwrap_err().into_panic();
+    let message = panic.downcast_ref::<String>().unwrap();
+    assert!(message.starts_with(&format!("{dlq} holds 1 parked message(s)")), "{message}");
+    for queue in &queues {
+        assert!(!probe.queue_exists(queue).await, "{queue} is left after the env was dropped");
+    }
+}
+
+/// A channel of its own on the shared broker.
+async fn amqp_channel() -> lapin::Channel {
+    let connection = Connection::connect(&amqp_url().await, ConnectionProperties::default()).await.unwrap();
+    connection.create_channel().await.unwrap()
 }

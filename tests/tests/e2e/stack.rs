@@ -1,11 +1,10 @@
 //! The system under test: started in-process, or an external one found by URL.
 
-use std::collections::HashMap;
-
 use tokio::task::JoinHandle;
 
 use crate::mailbox::Mailbox;
 use shared::CancellationToken;
+use tests::{DEADLINE, ServiceEnv};
 
 /// A running system: where its HTTP API is, how to read its mail, how to reach its broker.
 pub struct Stack {
@@ -15,8 +14,8 @@ pub struct Stack {
     pub mailbox: Mailbox,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
-    _databases: Vec<tests::TestDb>,
-    _exchange_cleanup: Option<(String, Vec<String>)>,
+    /// The in-process stack's environments (auth first); none for an external stack.
+    envs: Vec<ServiceEnv>,
 }
 
 impl Stack {
@@ -39,63 +38,37 @@ impl Stack {
             mailbox: Mailbox::mailpit(var("E2E_MAILPIT_URL", "http://127.0.0.1:8025")),
             shutdown: CancellationToken::new(),
             tasks: Vec::new(),
-            _databases: Vec::new(),
-            _exchange_cleanup: None,
+            envs: Vec::new(),
         }
     }
 
     /// The three services through the same `App::build` their binaries run, on port 0, each
-    /// with a fresh database, all on this test's own queues and exchange.
+    /// with a fresh database, all on this test's own queues and exchange (one
+    /// [`ServiceEnv`] and two siblings).
     async fn in_process() -> Stack {
-        let amqp_url = tests::amqp_url().await;
         let smtp = tests::smtp::SmtpSink::start().await;
-        let (auth_db, users_db, notifications_db) =
-            (tests::TestDb::create().await, tests::TestDb::create().await, tests::TestDb::create().await);
-        let exchange = tests::unique("e2e_events");
-        let user_queue = tests::unique("e2e_user");
-        let user_events_queue = tests::unique("e2e_user_events");
-        let notification_queue = tests::unique("e2e_notification");
-        let common = HashMap::from([
-            ("AMQP_URL", amqp_url.clone()),
-            ("EVENTS_EXCHANGE", exchange.clone()),
-            ("USER_QUEUE", user_queue.clone()),
-            ("USER_EVENTS_QUEUE", user_events_queue.clone()),
-            ("NOTIFICATION_QUEUE", notification_queue.clone()),
-            ("SMTP_URL", smtp.url()),
-            ("OPS_ADDR", "127.0.0.1:0".to_owned()),
-            ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
-            ("JWT_SECRET", "an end-to-end test secret of at least 32 bytes".to_owned()),
-            ("RATE_LIMIT_PER_SECOND", "1000".to_owned()),
-            ("RATE_LIMIT_BURST", "1000".to_owned()),
+        let auth_env = ServiceEnv::new()
+            .await
+            .set("SMTP_URL", smtp.url())
+            .set("JWT_SECRET", "an end-to-end test secret of at least 32 bytes")
+            .set("RATE_LIMIT_PER_SECOND", "1000")
+            .set("RATE_LIMIT_BURST", "1000")
             // Cheap hashing: these tests are about the flow, the bench measures argon2id.
-            ("ARGON2_M_COST", "1024".to_owned()),
-            ("ARGON2_T_COST", "1".to_owned()),
-            ("RETRY_INITIAL_DELAY_MS", "200".to_owned()),
-            ("OUTBOX_POLL_MS", "500".to_owned()),
-        ]);
-        let lookup = |database: &tests::TestDb| {
-            let mut vars = common.clone();
-            vars.insert("DATABASE_URL", database.url.clone());
-            move |name: &str| vars.get(name).cloned()
-        };
+            .set("ARGON2_M_COST", "1024")
+            .set("ARGON2_T_COST", "1")
+            .set("OUTBOX_POLL_MS", "500");
+        let (users_env, notifications_env) = tokio::join!(auth_env.sibling(), auth_env.sibling());
         let shutdown = CancellationToken::new();
 
-        let user =
-            user_service::App::build(user_service::Config::from_lookup(lookup(&users_db)).unwrap(), shutdown.clone())
-                .await
-                .unwrap();
-        assert!(user.wait_ready(crate::DEADLINE).await, "user-service did not become ready");
-        let notification = notification_service::App::build(
-            notification_service::Config::from_lookup(lookup(&notifications_db)).unwrap(),
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
-        assert!(notification.wait_ready(crate::DEADLINE).await, "notification-service did not become ready");
-        let auth =
-            auth_service::App::build(auth_service::Config::from_lookup(lookup(&auth_db)).unwrap(), shutdown.clone())
-                .await
-                .unwrap();
+        let user_config = user_service::Config::from_lookup(|name| users_env.lookup(name)).unwrap();
+        let user = user_service::App::build(user_config, shutdown.clone()).await.unwrap();
+        assert!(user.wait_ready(DEADLINE).await, "user-service did not become ready");
+        let notification_config =
+            notification_service::Config::from_lookup(|name| notifications_env.lookup(name)).unwrap();
+        let notification = notification_service::App::build(notification_config, shutdown.clone()).await.unwrap();
+        assert!(notification.wait_ready(DEADLINE).await, "notification-service did not become ready");
+        let auth_config = auth_service::Config::from_lookup(|name| auth_env.lookup(name)).unwrap();
+        let auth = auth_service::App::build(auth_config, shutdown.clone()).await.unwrap();
         let auth_url = format!("http://{}", auth.http_addr());
 
         let tasks = vec![
@@ -103,36 +76,28 @@ impl Stack {
             tokio::spawn(notification.run_until_stopped()),
             tokio::spawn(auth.run_until_stopped()),
         ];
-        let queues = [&user_queue, &user_events_queue, &notification_queue]
-            .iter()
-            .flat_map(|queue| [queue.to_string(), shared::topology::dlq_name(queue)])
-            .collect();
         Stack {
             auth_url,
-            amqp_url,
-            user_queue,
+            amqp_url: auth_env.amqp_url().to_owned(),
+            user_queue: auth_env.user_queue().to_owned(),
             mailbox: Mailbox::sink(smtp),
             shutdown,
             tasks,
-            _databases: vec![auth_db, users_db, notifications_db],
-            _exchange_cleanup: Some((exchange, queues)),
+            envs: vec![auth_env, users_env, notifications_env],
         }
     }
 
-    /// Stops an in-process stack and checks nothing was parked in a dead-letter queue.
+    /// Stops an in-process stack, checks that nothing was parked in a dead-letter queue and
+    /// removes its queues, exchange and databases.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         for task in self.tasks.drain(..) {
-            task.await.unwrap();
+            tokio::time::timeout(DEADLINE, task).await.expect("the stack stops in time").unwrap();
         }
-        if let Some((exchange, queues)) = self._exchange_cleanup.take() {
-            let probe = tests::BrokerProbe::connect(&self.amqp_url).await;
-            for dlq in queues.iter().filter(|queue| queue.ends_with(".dlq")) {
-                probe.assert_empty(dlq).await;
-            }
-            let names: Vec<&str> = queues.iter().map(String::as_str).collect();
-            probe.delete_queues(&names).await;
-            probe.delete_exchange(&exchange).await;
+        let mut envs = std::mem::take(&mut self.envs).into_iter();
+        if let Some(auth_env) = envs.next() {
+            // One finish covers the broker objects the three services share.
+            auth_env.finish().await;
         }
     }
 }
