@@ -1,8 +1,8 @@
 //! The test kit shared by every crate's integration tests: real infrastructure (from the
 //! environment, else testcontainers, else the machine's own services), isolation per test
 //! (fresh databases, unique queue names), one service harness ([`ServiceEnv`], [`DEADLINE`]),
-//! polling helpers, a TCP chaos proxy, an SMTP sink and drivers for the NestJS interop project
-//! under `tests/nest`.
+//! polling helpers, a TCP chaos proxy, an in-process SMTP sink and drivers for the NestJS
+//! interop project under `tests/nest`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod nest;

@@ -3,10 +3,12 @@
 //! `Transport.RMQ`, so tests can prove that our services and NestJS apps understand each other
 //! on the wire (see `shared/PROTOCOL.md`).
 //!
-//! Everything here needs `node` and `npm ci --prefix tests/nest`; gate each test with
-//! `if !tests::nest::node_ready() { return; }`.
+//! Everything here needs Node.js 20 or later on `PATH`, nothing more: the first driver call of
+//! a process installs `tests/nest/node_modules` from its lockfile if needed ([`ensure_ready`]).
+//! Without Node.js the test fails with one line saying so; it never passes without running.
 
-use std::io::Write as _;
+mod provision;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -15,71 +17,46 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc;
+use tokio::sync::{OnceCell, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
+
+pub use provision::{NODE_MISSING, ProvisionError};
 
 /// How long a node script may take to start and connect before the test fails.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The `tests/nest` folder (the npm project with the NestJS peers and the SMTP sink).
+/// The `tests/nest` folder (the npm project with the NestJS peers).
 pub fn nest_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("nest")
 }
 
-/// True when `node` is on `PATH` and `npm ci --prefix tests/nest` has been run.
+/// Makes the interop project usable: checks that Node.js 20+ is on `PATH`, then runs
+/// `npm ci` in `tests/nest` unless `node_modules` was already installed from the current
+/// `package-lock.json`. Done once per process (under a file lock shared by all processes);
+/// every driver calls it, so tests need not.
 ///
-/// When not ready: panics under CI (the `CI` variable set, non-empty and not `false`), since the
-/// interop tests must run there; elsewhere prints a loud banner saying the test is skipped and
-/// returns false, so the caller can `return`.
-pub fn node_ready() -> bool {
-    let missing = missing_prerequisite();
-    let Some(missing) = missing else {
-        return true;
-    };
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-    if ci {
-        panic!(
-            "NestJS interop prerequisites missing under CI: {missing}. \
-             CI must install node and run `npm ci --prefix tests/nest`."
-        );
-    }
-    // Written to the process's stderr directly (not `eprintln!`) so the banner shows even
-    // though the test harness captures test output.
-    let banner = format!(
-        "\n\
-         ************************************************************************\n\
-         *  node-based test (NestJS interop / SMTP sink) SKIPPED: {missing}\n\
-         *  To enable it: install Node.js >= 20, then run\n\
-         *      npm ci --prefix tests/nest\n\
-         *  (under CI, with CI=true, a missing prerequisite fails the test)\n\
-         ************************************************************************\n"
-    );
-    let _ = std::io::stderr().write_all(banner.as_bytes());
-    false
+/// # Panics
+/// With the one line [`NODE_MISSING`] when Node.js is missing or too old, or with npm's output
+/// when `npm ci` fails.
+pub async fn ensure_ready() {
+    static READY: OnceCell<()> = OnceCell::const_new();
+    READY
+        .get_or_init(|| async {
+            match tokio::task::spawn_blocking(|| provision::provision(&nest_dir())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => panic!("{error}"),
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(error) => panic!("test kit: provisioning tests/nest did not finish: {error}"),
+            }
+        })
+        .await;
 }
 
-/// Describes what is missing for the node-based helpers, or `None` when all is there.
-fn missing_prerequisite() -> Option<String> {
-    if find_on_path("node").is_none() {
-        return Some("`node` is not on PATH".to_owned());
-    }
-    let modules = nest_dir().join("node_modules");
-    for package in ["@nestjs/microservices", "smtp-server"] {
-        if !modules.join(package).is_dir() {
-            return Some(format!("{} is not installed", modules.join(package).display()));
-        }
-    }
-    None
-}
-
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
-}
-
-/// A `node <script>` command run from `tests/nest`, killed when its handle is dropped.
-pub(crate) fn node_command(script: &str) -> Command {
+/// A `node <script>` command run from `tests/nest` (made ready first), killed when its handle
+/// is dropped.
+async fn node_command(script: &str) -> Command {
+    ensure_ready().await;
     let mut command = Command::new("node");
     command
         .arg(script)
@@ -93,11 +70,11 @@ pub(crate) fn node_command(script: &str) -> Command {
 
 /// Everything a child process wrote to stderr so far, for failure messages.
 #[derive(Clone, Default)]
-pub(crate) struct StderrLog(Arc<Mutex<String>>);
+struct StderrLog(Arc<Mutex<String>>);
 
 impl StderrLog {
     /// Collects `stream` in the background until it closes (the process exited).
-    pub(crate) fn collect(stream: impl AsyncRead + Unpin + Send + 'static) -> (Self, JoinHandle<()>) {
+    fn collect(stream: impl AsyncRead + Unpin + Send + 'static) -> (Self, JoinHandle<()>) {
         let log = Self::default();
         let sink = log.clone();
         let task = tokio::spawn(async move {
@@ -112,7 +89,7 @@ impl StderrLog {
     }
 
     /// The last part of the log (enough to diagnose, short enough to read in a panic).
-    pub(crate) fn tail(&self) -> String {
+    fn tail(&self) -> String {
         const MAX: usize = 8 * 1024;
         let text = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let mut start = text.len().saturating_sub(MAX);
@@ -141,7 +118,7 @@ impl NestServer {
     /// `exchange` with NestJS `wildcards: true` when given, and waits until it consumes.
     /// Panics with the server's stderr if it does not get ready within 30 s.
     pub async fn start(amqp_url: &str, queue: &str, exchange: Option<&str>) -> NestServer {
-        let mut command = node_command("nest-server.js");
+        let mut command = node_command("nest-server.js").await;
         command.stdin(Stdio::piped()).env("AMQP_URL", amqp_url).env("QUEUE", queue);
         match exchange {
             Some(exchange) => command.env("EXCHANGE", exchange),
@@ -296,6 +273,7 @@ fn into_result(outcome: Value) -> Result<Value, Value> {
 /// the command's own timeout; the process gets that plus the startup allowance.
 async fn run_client(amqp_url: &str, command: &Value, call_timeout: Duration) -> Value {
     let child = node_command("nest-client.js")
+        .await
         .arg(command.to_string())
         .env("AMQP_URL", amqp_url)
         .spawn()

@@ -1,138 +1,91 @@
-//! An SMTP sink for tests of anything that sends mail: a real SMTP server
-//! (`tests/nest/smtp-sink.js`, built on the `smtp-server` npm package) on 127.0.0.1 that records
-//! every message, can be told to answer 4xx/5xx, and can be stopped and restarted on the same
-//! port to simulate an outage.
+//! An SMTP sink for tests of anything that sends mail: a real SMTP server, in this process, on
+//! `127.0.0.1` (plain SMTP, AUTH optional), that records every message it accepts and can be
+//! told to answer `4xx`/`5xx`, to cut the connection instead of answering, to answer slowly, or
+//! to go away and come back on the same port.
 //!
-//! It needs node like the NestJS drivers: gate each test with
-//! `if !tests::smtp::node_ready() { return; }`.
+//! What it guarantees:
+//! - a message is recorded before its `250` is sent: once a client's send returned `Ok`,
+//!   [`SmtpSink::mails`] holds the message;
+//! - a mode set with [`SmtpSink::set_mode`] applies from the next SMTP command on, on open
+//!   connections too, and survives [`SmtpSink::restart`];
+//! - after [`SmtpSink::stop`] returns, the port refuses connections and every connection that
+//!   was open is closed; [`SmtpSink::restart`] listens on the same port again.
+//!
+//! The server runs on the Tokio runtime that started it and stops when the sink is dropped.
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod mail;
+mod session;
 
-use mail_parser::{HeaderName, HeaderValue, Message, MessageParser, MimeHeaders as _};
-use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio::time::{Instant, timeout, timeout_at};
+use std::{
+    io,
+    net::{Ipv4Addr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use crate::nest::{StderrLog, node_command};
+use tokio::{
+    net::{TcpListener, TcpSocket},
+    sync::{oneshot, watch},
+    task::{JoinError, JoinHandle, JoinSet},
+    time::timeout,
+};
 
-pub use crate::nest::node_ready;
+pub use mail::ReceivedMail;
 
-/// How long the sink may take to bind, and to acknowledge a command.
-const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
-const COMMAND_DEADLINE: Duration = Duration::from_secs(10);
+/// Pending connections the listener queues: enough for a benchmark's 64 senders connecting at
+/// once.
+const BACKLOG: u32 = 1024;
 
 /// How the sink answers senders, set with [`SmtpSink::set_mode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SmtpMode {
-    /// Accept every message (the default).
+    /// Accept every message with `250` (the default), after the delay set with
+    /// [`SmtpSink::set_accept_delay`] if any.
     #[default]
     Accept,
-    /// Refuse recipients with `451 4.3.0 try again later` (a transient failure).
+    /// Refuse recipients (and the end of `DATA`) with `451 4.3.0 try again later`: a transient
+    /// failure.
     TempFail,
-    /// Refuse recipients with `550 5.1.1 mailbox unavailable` (a permanent failure).
+    /// Refuse recipients (and the end of `DATA`) with `550 5.1.1 mailbox unavailable`: a
+    /// permanent failure.
     PermFail,
+    /// Read the whole message, record it, then close the connection without answering: the
+    /// link cut before the `250`. The sender cannot tell whether the message arrived; it did
+    /// (it is in [`SmtpSink::mails`]), which is what a resend would duplicate.
+    DropAfterData,
 }
 
-impl SmtpMode {
-    fn command(self) -> &'static str {
-        match self {
-            SmtpMode::Accept => "mode accept",
-            SmtpMode::TempFail => "mode tempfail",
-            SmtpMode::PermFail => "mode permfail",
-        }
-    }
+/// How the sessions answer, read afresh at every command.
+#[derive(Debug, Clone, Copy, Default)]
+struct Settings {
+    mode: SmtpMode,
+    accept_delay: Duration,
 }
 
-/// One message the sink accepted: the SMTP envelope and the full RFC 5322 text, with helpers
-/// that decode it (MIME, RFC 2047 encoded words, transfer encodings).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReceivedMail {
-    /// The envelope sender (`MAIL FROM`).
-    pub mail_from: String,
-    /// The envelope recipients (`RCPT TO`), in order.
-    pub rcpt_to: Vec<String>,
-    /// The message as received after `DATA` (headers and body).
-    pub raw: String,
-}
-
-impl ReceivedMail {
-    /// The first header `name` (case-insensitive), unfolded and with encoded words decoded;
-    /// address headers come back as text, e.g. `Ada <ada@example.com>`.
-    pub fn header(&self, name: &str) -> Option<String> {
-        let header_name = HeaderName::parse(name.to_owned())?;
-        // Read just this header as unstructured text, whatever its usual type.
-        let message = MessageParser::new().header_text(header_name.clone()).parse_headers(self.raw.as_bytes())?;
-        match message.header(header_name)? {
-            HeaderValue::Text(text) => Some(unfold(text)),
-            HeaderValue::TextList(list) => Some(unfold(&list.join(", "))),
-            _ => None,
-        }
-    }
-
-    /// The decoded `Subject`.
-    pub fn subject(&self) -> Option<String> {
-        self.header("Subject")
-    }
-
-    /// The `Message-ID` without its angle brackets.
-    pub fn message_id(&self) -> Option<String> {
-        self.parsed()?.message_id().map(str::to_owned)
-    }
-
-    /// The first `text/plain` body part, decoded (`None` if the message has none: an HTML
-    /// part is not converted).
-    pub fn text_body(&self) -> Option<String> {
-        let message = self.parsed()?;
-        message
-            .text_bodies()
-            .find(|part| part.is_text() && !part.is_text_html())
-            .and_then(|part| part.text_contents().map(str::to_owned))
-    }
-
-    /// The first `text/html` body part, decoded (`None` if the message has none: a text part
-    /// is not converted).
-    pub fn html_body(&self) -> Option<String> {
-        let message = self.parsed()?;
-        message.html_bodies().find(|part| part.is_text_html()).and_then(|part| part.text_contents().map(str::to_owned))
-    }
-
-    /// Attachment file names, in order (parts with a `filename`/`name` that are not bodies).
-    pub fn attachment_names(&self) -> Vec<String> {
-        self.parsed()
-            .map(|message| message.attachments().filter_map(|part| part.attachment_name().map(str::to_owned)).collect())
-            .unwrap_or_default()
-    }
-
-    fn parsed(&self) -> Option<Message<'_>> {
-        MessageParser::new().with_mime_headers().with_message_ids().parse(self.raw.as_bytes())
-    }
-}
-
-/// Unfolds a header value: each line break with the whitespace around it becomes one space.
-fn unfold(value: &str) -> String {
-    value.lines().map(str::trim).filter(|line| !line.is_empty()).collect::<Vec<_>>().join(" ")
-}
-
-/// State shared with the stdout reader tasks; survives restarts.
+/// What the sink's sessions share with it; survives restarts.
 #[derive(Default)]
-struct Collected {
+struct State {
+    settings: Mutex<Settings>,
     mails: Mutex<Vec<ReceivedMail>>,
+    /// The number of messages recorded, for waiting without polling.
     count: watch::Sender<usize>,
 }
 
-impl Collected {
-    fn push(&self, mail: ReceivedMail) {
+impl State {
+    fn settings(&self) -> Settings {
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Settings)) {
+        change(&mut self.settings.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn record(&self, mail: ReceivedMail) {
         let mut mails = self.mails.lock().unwrap_or_else(|e| e.into_inner());
         mails.push(mail);
-        let len = mails.len();
+        let count = mails.len();
         drop(mails);
-        self.count.send_replace(len);
+        self.count.send_replace(count);
     }
 
     fn snapshot(&self) -> Vec<ReceivedMail> {
@@ -140,30 +93,24 @@ impl Collected {
     }
 }
 
-/// One running `smtp-sink.js` process.
-struct SinkProcess {
-    child: Child,
-    stdin: ChildStdin,
-    acks: mpsc::UnboundedReceiver<String>,
-    reader: JoinHandle<()>,
-    stderr: StderrLog,
-}
-
-/// A local SMTP server that records what it receives (see the module docs). Plain SMTP on
-/// 127.0.0.1, AUTH optional. Killed on drop.
+/// A local SMTP server that records what it receives (see the module docs).
 pub struct SmtpSink {
     port: u16,
-    mode: SmtpMode,
-    collected: Arc<Collected>,
-    process: Option<SinkProcess>,
+    state: Arc<State>,
+    server: Option<Server>,
 }
 
 impl SmtpSink {
     /// Starts the sink on an ephemeral port, accepting everything.
+    ///
+    /// # Panics
+    /// When no local port can be bound.
     pub async fn start() -> SmtpSink {
-        let collected = Arc::new(Collected::default());
-        let (process, port) = spawn_sink(0, &collected).await;
-        SmtpSink { port, mode: SmtpMode::Accept, collected, process: Some(process) }
+        let listener = listen(0).unwrap_or_else(|error| panic!("SMTP sink cannot bind a port: {error}"));
+        let port = listener.local_addr().expect("a bound listener has an address").port();
+        let state = Arc::new(State::default());
+        let server = Server::spawn(listener, Arc::clone(&state));
+        SmtpSink { port, state, server: Some(server) }
     }
 
     /// `smtp://127.0.0.1:<port>`.
@@ -176,115 +123,123 @@ impl SmtpSink {
         self.port
     }
 
-    /// Changes how the sink answers from the next SMTP command on; returns once the sink has
-    /// acknowledged. The mode also applies after a restart.
+    /// Changes how the sink answers, from the next SMTP command on (open connections
+    /// included). The mode also applies after a restart.
     pub async fn set_mode(&mut self, mode: SmtpMode) {
-        let process = self.process.as_mut().expect("set_mode on a stopped SmtpSink");
-        send_command(process, mode.command()).await;
-        self.mode = mode;
+        self.state.update(|settings| settings.mode = mode);
+    }
+
+    /// Makes [`SmtpMode::Accept`] wait `delay` between recording a message and sending its
+    /// `250` (zero, the default, answers at once): a slow server, for timeout tests.
+    pub fn set_accept_delay(&mut self, delay: Duration) {
+        self.state.update(|settings| settings.accept_delay = delay);
     }
 
     /// Every message received so far (across restarts), oldest first.
     pub fn mails(&self) -> Vec<ReceivedMail> {
-        self.collected.snapshot()
+        self.state.snapshot()
     }
 
-    /// Waits until at least `n` messages were received in total and returns them all; panics
-    /// if that does not happen within `deadline`.
+    /// Waits until at least `n` messages were received in total and returns them all.
+    ///
+    /// # Panics
+    /// When that does not happen within `deadline`.
     pub async fn wait_for_mails(&self, n: usize, deadline: Duration) -> Vec<ReceivedMail> {
-        let mut count = self.collected.count.subscribe();
+        let mut count = self.state.count.subscribe();
         if timeout(deadline, count.wait_for(|received| *received >= n)).await.is_err() {
-            let stderr = self.process.as_ref().map(|p| p.stderr.tail()).unwrap_or_default();
+            let mails = self.state.snapshot();
+            let recipients: Vec<&Vec<String>> = mails.iter().map(|mail| &mail.rcpt_to).collect();
             panic!(
-                "SMTP sink received {} of {n} expected mails within {deadline:?}; its stderr:\n{stderr}",
-                self.collected.snapshot().len()
+                "SMTP sink received {} of {n} expected mails within {deadline:?} (mode {:?}); recipients so far: \
+                 {recipients:?}",
+                mails.len(),
+                self.state.settings().mode,
             );
         }
-        self.collected.snapshot()
+        self.state.snapshot()
     }
 
-    /// Kills the sink: its port refuses connections until [`SmtpSink::restart`]. Messages
-    /// already accepted stay in [`SmtpSink::mails`].
+    /// Stops the sink: once this returns, its port refuses connections and the connections
+    /// that were open are closed, until [`SmtpSink::restart`]. Messages already accepted stay
+    /// in [`SmtpSink::mails`].
     pub async fn stop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            let _ = process.child.start_kill();
-            let _ = process.child.wait().await;
-            // The reader drains what the sink printed before dying, then sees end of file.
-            let _ = timeout(COMMAND_DEADLINE, process.reader).await;
+        if let Some(server) = self.server.take() {
+            server.stop().await;
         }
     }
 
     /// Starts the sink again on the same port (stopping it first if needed), in the mode last
     /// set, keeping the messages collected so far.
+    ///
+    /// # Panics
+    /// When the port cannot be bound again (another process took it meanwhile).
     pub async fn restart(&mut self) {
         self.stop().await;
-        let (mut process, port) = spawn_sink(self.port, &self.collected).await;
-        assert_eq!(port, self.port, "SMTP sink restarted on another port");
-        if self.mode != SmtpMode::Accept {
-            send_command(&mut process, self.mode.command()).await;
-        }
-        self.process = Some(process);
+        let listener = listen(self.port)
+            .unwrap_or_else(|error| panic!("SMTP sink cannot listen on port {} again: {error}", self.port));
+        self.server = Some(Server::spawn(listener, Arc::clone(&self.state)));
     }
 }
 
-/// Starts `smtp-sink.js` on `port` (0 = ephemeral) and waits for `LISTENING <port>`.
-async fn spawn_sink(port: u16, collected: &Arc<Collected>) -> (SinkProcess, u16) {
-    let mut child = node_command("smtp-sink.js")
-        .stdin(Stdio::piped())
-        .env("PORT", port.to_string())
-        .spawn()
-        .expect("spawn `node smtp-sink.js`");
-    let stdin = child.stdin.take().expect("piped stdin");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (stderr, stderr_task) = StderrLog::collect(child.stderr.take().expect("piped stderr"));
-
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + STARTUP_DEADLINE;
-    let bound = loop {
-        match timeout_at(deadline, lines.next_line()).await {
-            Ok(Ok(Some(line))) => {
-                if let Some(port) = line.strip_prefix("LISTENING ") {
-                    break port.trim().parse::<u16>().expect("port in LISTENING line");
-                }
-            }
-            Ok(_) => {
-                let status = child.wait().await;
-                let _ = timeout(Duration::from_secs(5), stderr_task).await;
-                panic!("smtp-sink.js (port {port}) exited before listening ({status:?}):\n{}", stderr.tail());
-            }
-            Err(_) => {
-                panic!("smtp-sink.js (port {port}) not listening within {STARTUP_DEADLINE:?}:\n{}", stderr.tail())
-            }
-        }
-    };
-
-    let (acks_tx, acks) = mpsc::unbounded_channel();
-    let collected = Arc::clone(collected);
-    let reader = tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.starts_with('{') {
-                match serde_json::from_str::<ReceivedMail>(&line) {
-                    Ok(mail) => collected.push(mail),
-                    Err(err) => tracing::warn!(%err, "smtp-sink.js printed an unreadable mail line"),
-                }
-            } else if line.starts_with("OK ") || line.starts_with("ERR ") {
-                let _ = acks_tx.send(line);
-            }
-        }
-    });
-
-    (SinkProcess { child, stdin, acks, reader, stderr }, bound)
+/// A listening socket on `127.0.0.1:port` (0: any free port). `SO_REUSEADDR` lets a restart
+/// bind the port again while connections of the previous server linger in `TIME_WAIT`.
+fn listen(port: u16) -> io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+    socket.listen(BACKLOG)
 }
 
-/// Sends one stdin command and waits for its `OK <command>` answer.
-async fn send_command(process: &mut SinkProcess, command: &str) {
-    process.stdin.write_all(format!("{command}\n").as_bytes()).await.expect("write to smtp-sink.js stdin");
-    process.stdin.flush().await.expect("flush smtp-sink.js stdin");
-    let expected = format!("OK {command}");
-    match timeout(COMMAND_DEADLINE, process.acks.recv()).await {
-        Ok(Some(answer)) if answer == expected => {}
-        Ok(Some(answer)) => panic!("smtp-sink.js answered {answer:?} to {command:?}"),
-        Ok(None) => panic!("smtp-sink.js exited on {command:?}:\n{}", process.stderr.tail()),
-        Err(_) => panic!("smtp-sink.js did not acknowledge {command:?} within {COMMAND_DEADLINE:?}"),
+/// The accept loop of one listening period, and the signal that ends it.
+struct Server {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    fn spawn(listener: TcpListener, state: Arc<State>) -> Server {
+        let (stop, stopped) = oneshot::channel();
+        Server { stop, task: tokio::spawn(serve(listener, state, stopped)) }
+    }
+
+    /// Ends the accept loop and waits until the listener and every connection are closed; a
+    /// panic in the server surfaces here.
+    async fn stop(self) {
+        let _already_ended = self.stop.send(());
+        if let Err(error) = self.task.await {
+            rethrow_panic(error);
+        }
+    }
+}
+
+/// Accepts connections, one session task each, until `stop` fires or its sender is dropped
+/// (the sink was dropped); then closes the listener and aborts every session.
+async fn serve(listener: TcpListener, state: Arc<State>, mut stop: oneshot::Receiver<()>) {
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            Some(ended) = sessions.join_next() => match ended {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "SMTP sink: a session ended with an error"),
+                Err(error) => rethrow_panic(error),
+            },
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    sessions.spawn(session::converse(stream, Arc::clone(&state)));
+                }
+                Err(error) => tracing::warn!(%error, "SMTP sink: accept failed"),
+            },
+        }
+    }
+    drop(listener);
+    sessions.shutdown().await;
+}
+
+/// Resumes the panic a task died of; a cancelled task is no failure.
+fn rethrow_panic(error: JoinError) {
+    if error.is_panic() {
+        std::panic::resume_unwind(error.into_panic());
     }
 }

@@ -1,15 +1,18 @@
-//! Self-test of the node-based parts of the test kit: the NestJS interop drivers
-//! (`tests::nest`) against a live RabbitMQ, and the SMTP sink (`tests::smtp`) driven by a
-//! hand-written SMTP conversation. Skipped (loudly) without node / `npm ci --prefix tests/nest`,
-//! failed under CI.
-#![allow(clippy::expect_used)]
+//! Self-test of the test kit's peers: the NestJS interop drivers (`tests::nest`, which need
+//! Node.js 20+ and install `tests/nest` themselves) against a live RabbitMQ, and the in-process
+//! SMTP sink (`tests::smtp`) driven by hand-written SMTP conversations and by lettre.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor, transport::smtp::authentication::Credentials,
+};
 use serde_json::json;
-use tests::nest::{EmitTarget, NestServer, nest_emit, nest_send, nest_send_many, node_ready};
+use tests::DEADLINE;
+use tests::nest::{EmitTarget, NestServer, nest_emit, nest_send, nest_send_many};
 use tests::smtp::{SmtpMode, SmtpSink};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -17,7 +20,6 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 const KNOWN_USER: &str = "4fb7e234-2daa-5fed-bdf6-93f8f482da80";
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-const EVENT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A name no other test run uses: `prefix_<uuid v4, simple form>`.
 fn unique(prefix: &str) -> String {
@@ -41,9 +43,6 @@ async fn delete_broker_objects(queues: &[&str], exchanges: &[&str]) {
 
 #[tokio::test]
 async fn nest_server_answers_a_nest_client() {
-    if !node_ready() {
-        return;
-    }
     let url = tests::amqp_url().await;
     let queue = unique("kit");
     let mut server = NestServer::start(&url, &queue, None).await;
@@ -88,7 +87,7 @@ async fn nest_server_answers_a_nest_client() {
     let user =
         json!({"id": KNOWN_USER, "email": "ada@example.com", "name": "Ada", "createdAt": "2024-01-01T00:07:00.000Z"});
     nest_emit(&url, EmitTarget::Queue(&queue), "user.created", user.clone()).await;
-    assert_eq!(server.next_event(EVENT_DEADLINE).await, json!({"event": "user.created", "data": user}));
+    assert_eq!(server.next_event(DEADLINE).await, json!({"event": "user.created", "data": user}));
 
     drop(server);
     delete_broker_objects(&[&queue], &[]).await;
@@ -96,16 +95,13 @@ async fn nest_server_answers_a_nest_client() {
 
 #[tokio::test]
 async fn nest_server_receives_events_through_a_topic_exchange() {
-    if !node_ready() {
-        return;
-    }
     let url = tests::amqp_url().await;
     let queue = unique("kit");
     let exchange = unique("kit_events");
     let mut server = NestServer::start(&url, &queue, Some(&exchange)).await;
 
     nest_emit(&url, EmitTarget::Exchange(&exchange), "user.created", json!({"n": 1})).await;
-    assert_eq!(server.next_event(EVENT_DEADLINE).await, json!({"event": "user.created", "data": {"n": 1}}));
+    assert_eq!(server.next_event(DEADLINE).await, json!({"event": "user.created", "data": {"n": 1}}));
 
     // Requests still arrive through the queue itself.
     let sum = nest_send(&url, &queue, json!({"cmd": "sum"}), json!([1, 1]), CALL_TIMEOUT).await;
@@ -117,9 +113,6 @@ async fn nest_server_receives_events_through_a_topic_exchange() {
 
 #[tokio::test]
 async fn nest_send_without_a_consumer_times_out() {
-    if !node_ready() {
-        return;
-    }
     let url = tests::amqp_url().await;
     let queue = unique("kit_idle");
     let reply = nest_send(&url, &queue, json!({"cmd": "sum"}), json!([1]), Duration::from_millis(300)).await;
@@ -156,8 +149,23 @@ impl Smtp {
     }
 
     async fn command(&mut self, line: &str) -> String {
-        self.writer.write_all(format!("{line}\r\n").as_bytes()).await.expect("write SMTP command");
+        self.send(&format!("{line}\r\n")).await;
         self.reply().await
+    }
+
+    /// Writes `bytes` as they are (several pipelined commands, or part of a message).
+    async fn send(&mut self, bytes: &str) {
+        self.writer.write_all(bytes.as_bytes()).await.expect("write to the SMTP server");
+    }
+
+    /// True when the server closed the connection (end of stream, or reset) without another
+    /// reply.
+    async fn closed_by_server(&mut self) -> bool {
+        let mut rest = String::new();
+        match self.reader.read_line(&mut rest).await {
+            Ok(0) | Err(_) => true,
+            Ok(_) => panic!("the server answered {rest:?} instead of closing"),
+        }
     }
 
     /// Runs EHLO/MAIL/RCPT; returns the RCPT reply.
@@ -200,9 +208,6 @@ Content-Type: text/html; charset=utf-8\r\n\
 
 #[tokio::test]
 async fn smtp_sink_records_fails_and_restarts() {
-    if !node_ready() {
-        return;
-    }
     let mut sink = SmtpSink::start().await;
     assert_eq!(sink.url(), format!("smtp://127.0.0.1:{}", sink.port()));
 
@@ -213,7 +218,7 @@ async fn smtp_sink_records_fails_and_restarts() {
     assert!(done.starts_with("250"), "end of DATA: {done}");
     smtp.command("QUIT").await;
 
-    let mails = sink.wait_for_mails(1, Duration::from_secs(10)).await;
+    let mails = sink.wait_for_mails(1, DEADLINE).await;
     let mail = &mails[0];
     assert_eq!(mail.mail_from, "bounce@kit.test");
     assert_eq!(mail.rcpt_to, vec!["ada@example.com".to_owned()]);
@@ -229,7 +234,7 @@ async fn smtp_sink_records_fails_and_restarts() {
     let mut smtp = Smtp::connect(sink.port()).await.expect("connect to sink");
     smtp.envelope("bounce@kit.test", "bob@example.com").await;
     smtp.data("Subject: plain\r\n\r\njust text\r\n").await;
-    let mails = sink.wait_for_mails(2, Duration::from_secs(10)).await;
+    let mails = sink.wait_for_mails(2, DEADLINE).await;
     assert_eq!(mails[1].html_body(), None);
     assert_eq!(mails[1].text_body().as_deref().map(str::trim_end), Some("just text"));
 
@@ -261,8 +266,152 @@ async fn smtp_sink_records_fails_and_restarts() {
     let rcpt = smtp.envelope("bounce@kit.test", "carol@example.com").await;
     assert!(rcpt.starts_with("250"), "RCPT after restart: {rcpt}");
     smtp.data("Subject: again\r\n\r\nback\r\n").await;
-    let mails = sink.wait_for_mails(3, Duration::from_secs(10)).await;
+    let mails = sink.wait_for_mails(3, DEADLINE).await;
     assert_eq!(mails.len(), 3, "mails from before the restart are kept");
     assert_eq!(mails[2].subject().as_deref(), Some("again"));
     assert_eq!(mails[2].rcpt_to, vec!["carol@example.com".to_owned()]);
+}
+
+#[tokio::test]
+async fn smtp_sink_follows_the_protocol_rules_lettre_relies_on() {
+    let sink = SmtpSink::start().await;
+    let mut smtp = Smtp::connect(sink.port()).await.expect("connect to sink");
+    assert!(smtp.command("MAIL FROM:<a@kit.test>").await.starts_with("503"), "MAIL before HELO");
+    assert!(smtp.command("HELO kit.test").await.starts_with("250"));
+    assert!(smtp.command("RCPT TO:<b@kit.test>").await.starts_with("503"), "RCPT before MAIL");
+    assert!(smtp.command("MAIL FROM:<a@kit.test>").await.starts_with("250"));
+    assert!(smtp.command("DATA").await.starts_with("503"), "DATA before RCPT");
+    assert!(smtp.command("RSET").await.starts_with("250"));
+    assert!(smtp.command("RCPT TO:<b@kit.test>").await.starts_with("503"), "RSET ends the transaction");
+    assert!(smtp.command("NOOP").await.starts_with("250"));
+    assert!(smtp.command("STARTTLS").await.starts_with("502"));
+    assert!(smtp.command("MAIL TO:<b@kit.test>").await.starts_with("501"));
+
+    // Pipelined: three commands in one write, three replies in order.
+    smtp.send("MAIL FROM:<>\r\nRCPT TO:<b@kit.test> NOTIFY=NEVER\r\nDATA\r\n").await;
+    assert!(smtp.reply().await.starts_with("250"));
+    assert!(smtp.reply().await.starts_with("250"));
+    assert!(smtp.reply().await.starts_with("354"));
+    // Dot-stuffed lines lose their first dot; a dot inside a line stays.
+    smtp.send("Subject: dots\r\n\r\n..hidden\r\n...two\r\nend.\r\n").await;
+    assert!(smtp.command(".").await.starts_with("250"));
+    assert_eq!(smtp.command("QUIT").await, "221 2.0.0 bye");
+    assert!(smtp.closed_by_server().await);
+
+    let mails = sink.wait_for_mails(1, DEADLINE).await;
+    assert_eq!(mails[0].mail_from, "", "the null sender");
+    assert_eq!(mails[0].rcpt_to, vec!["b@kit.test".to_owned()]);
+    assert_eq!(mails[0].raw, "Subject: dots\r\n\r\n.hidden\r\n..two\r\nend.\r\n");
+}
+
+#[tokio::test]
+async fn smtp_sink_in_drop_after_data_records_the_mail_and_closes_without_answering() {
+    let mut sink = SmtpSink::start().await;
+    sink.set_mode(SmtpMode::DropAfterData).await;
+    let mut smtp = Smtp::connect(sink.port()).await.expect("connect to sink");
+    assert!(smtp.envelope("a@kit.test", "b@kit.test").await.starts_with("250"));
+    assert!(smtp.command("DATA").await.starts_with("354"));
+    smtp.send("Subject: cut\r\n\r\nbody\r\n.\r\n").await;
+    assert!(smtp.closed_by_server().await, "no reply after the message");
+    let mails = sink.wait_for_mails(1, DEADLINE).await;
+    assert_eq!(mails[0].subject().as_deref(), Some("cut"));
+}
+
+#[tokio::test]
+async fn smtp_sink_with_an_accept_delay_records_the_mail_before_its_late_250() {
+    let mut sink = SmtpSink::start().await;
+    let delay = Duration::from_millis(500);
+    sink.set_accept_delay(delay);
+    let mut smtp = Smtp::connect(sink.port()).await.expect("connect to sink");
+    smtp.envelope("a@kit.test", "b@kit.test").await;
+    assert!(smtp.command("DATA").await.starts_with("354"));
+    smtp.send("Subject: slow\r\n\r\nbody\r\n.\r\n").await;
+    let sent = std::time::Instant::now();
+    sink.wait_for_mails(1, DEADLINE).await;
+    let reply = smtp.reply().await;
+    assert!(reply.starts_with("250"), "{reply}");
+    assert!(sent.elapsed() >= delay, "the 250 came after {:?}, before the {delay:?} delay", sent.elapsed());
+
+    sink.set_accept_delay(Duration::ZERO);
+    smtp.envelope("a@kit.test", "c@kit.test").await;
+    assert!(smtp.data("Subject: quick\r\n\r\nbody\r\n").await.starts_with("250"));
+}
+
+#[tokio::test]
+async fn stopping_the_smtp_sink_closes_open_connections_and_the_port() {
+    let mut sink = SmtpSink::start().await;
+    let port = sink.port();
+    let mut idle = Smtp::connect(port).await.expect("connect to sink");
+    let mut mid_data = Smtp::connect(port).await.expect("connect to sink");
+    mid_data.envelope("a@kit.test", "b@kit.test").await;
+    assert!(mid_data.command("DATA").await.starts_with("354"));
+    mid_data.send("Subject: never finished\r\n").await;
+
+    sink.stop().await;
+    assert!(idle.closed_by_server().await);
+    assert!(mid_data.closed_by_server().await);
+    assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err(), "the port still accepts");
+    assert!(sink.mails().is_empty(), "an unfinished message is not delivered");
+    sink.stop().await; // stopping twice is harmless
+
+    sink.restart().await;
+    let mut smtp = Smtp::connect(port).await.expect("connect to the restarted sink");
+    assert!(smtp.command("NOOP").await.starts_with("250"));
+}
+
+fn welcome(to: &str, subject: &str) -> Message {
+    Message::builder()
+        .from("Kit <kit@example.com>".parse().unwrap())
+        .to(to.parse().unwrap())
+        .subject(subject)
+        .message_id(Some(format!("<{subject}@kit.test>")))
+        .body(format!("Hello from {subject}"))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn lettre_sends_through_the_sink_with_pooling_auth_and_every_failure_mode() {
+    let mut sink = SmtpSink::start().await;
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(sink.port())
+        .credentials(Credentials::new("kit".to_owned(), "secret".to_owned()))
+        .timeout(Some(Duration::from_secs(5)))
+        .build();
+
+    // Several mails on the pool's connection(s), lettre resetting between them.
+    for n in 0..3 {
+        transport.send(welcome("Ada <ada@example.com>", &format!("pooled-{n}"))).await.expect("accepted");
+    }
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 3, "every mail is recorded by the time its send returns");
+    assert_eq!(mails[2].subject().as_deref(), Some("pooled-2"));
+    assert_eq!(mails[2].message_id().as_deref(), Some("pooled-2@kit.test"));
+    assert_eq!(mails[2].mail_from, "kit@example.com");
+    assert_eq!(mails[2].text_body().as_deref().map(str::trim_end), Some("Hello from pooled-2"));
+
+    sink.set_mode(SmtpMode::TempFail).await;
+    let error = transport.send(welcome("ada@example.com", "temp")).await.unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    sink.set_mode(SmtpMode::PermFail).await;
+    let error = transport.send(welcome("ada@example.com", "perm")).await.unwrap_err();
+    assert!(error.is_permanent(), "{error}");
+    sink.set_mode(SmtpMode::DropAfterData).await;
+    assert!(transport.send(welcome("ada@example.com", "dropped")).await.is_err());
+    assert_eq!(sink.wait_for_mails(4, DEADLINE).await[3].subject().as_deref(), Some("dropped"));
+
+    // A server slower than the client's patience (lettre's own timeout bounds only the
+    // connect, so the caller bounds the send): the client gives up, the server has the mail.
+    sink.set_mode(SmtpMode::Accept).await;
+    sink.set_accept_delay(Duration::from_secs(2));
+    let slow = tokio::time::timeout(Duration::from_millis(300), transport.send(welcome("ada@example.com", "slow")));
+    assert!(slow.await.is_err(), "the send returned before the delayed 250");
+    assert_eq!(sink.wait_for_mails(5, DEADLINE).await[4].subject().as_deref(), Some("slow"));
+
+    // After an outage the pool connects again.
+    sink.set_accept_delay(Duration::ZERO);
+    sink.stop().await;
+    assert!(transport.send(welcome("ada@example.com", "down")).await.is_err());
+    sink.restart().await;
+    transport.send(welcome("ada@example.com", "back")).await.expect("accepted after the restart");
+    assert_eq!(sink.mails().last().and_then(|mail| mail.subject()).as_deref(), Some("back"));
 }

@@ -133,9 +133,6 @@ async fn a_duplicate_signup_is_409_and_sends_no_second_mail() {
 
 #[tokio::test]
 async fn a_nestjs_client_gets_a_user_created_through_the_http_api() {
-    if !tests::nest::node_ready() {
-        return;
-    }
     let stack = Stack::start().await;
     let http = reqwest::Client::new();
     let email = new_email("nest");

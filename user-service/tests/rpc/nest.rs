@@ -1,7 +1,7 @@
 //! A stock NestJS 11 client (`{queue, queueOptions:{durable:true}}`) calling get_user.
 
 use serde_json::{Value, json};
-use tests::nest::{nest_send, node_ready};
+use tests::nest::nest_send;
 use uuid::Uuid;
 
 use crate::support::{RPC_TIMEOUT, TestApp, new_user};
@@ -12,9 +12,6 @@ async fn call(app: &TestApp, pattern: Value, data: Value) -> Result<Value, Value
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nestjs_client_gets_the_user_and_the_error_objects() {
-    if !node_ready() {
-        return;
-    }
     let app = TestApp::spawn().await;
     let user = new_user("Ada");
     app.seed(&user).await;
@@ -35,9 +32,6 @@ async fn a_nestjs_client_gets_the_user_and_the_error_objects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nestjs_client_with_a_json_string_pattern_and_other_key_order_gets_the_same_replies() {
-    if !node_ready() {
-        return;
-    }
     let app = TestApp::spawn().await;
     let user = new_user("Ada");
     app.seed(&user).await;
