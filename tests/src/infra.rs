@@ -3,9 +3,10 @@
 //!
 //! For each service, in this order:
 //! 1. the URL in the environment (`TEST_AMQP_URL`, `TEST_DATABASE_URL`), which CI sets;
-//! 2. otherwise, when a Docker daemon answers, a container started once per test process with
-//!    testcontainers (image from `TEST_RABBITMQ_IMAGE` / `TEST_POSTGRES_IMAGE`), kept until
-//!    the process ends and then removed;
+//! 2. otherwise, when a Docker daemon answers (found as testcontainers finds it: `DOCKER_HOST`,
+//!    else the default, rootless and Docker Desktop sockets), a container started once per test
+//!    process with testcontainers (image from `TEST_RABBITMQ_IMAGE` / `TEST_POSTGRES_IMAGE`),
+//!    kept until the process ends and then removed;
 //! 3. otherwise (no Docker, or Docker cannot start the image, e.g. on a machine that reaches
 //!    no registry) the machine's own server at [`LOCAL_AMQP_URL`] / [`LOCAL_POSTGRES_URL`],
 //!    announced by one line on stderr.
@@ -44,13 +45,12 @@ pub async fn amqp_url() -> String {
         if let Some(url) = from_env(AMQP_URL_VAR) {
             return url;
         }
-        let why = if docker::answers().await {
-            match containers::rabbitmq_url().await {
+        let why = match docker::answers().await {
+            Ok(()) => match containers::rabbitmq_url().await {
                 Ok(url) => return url,
                 Err(error) => error,
-            }
-        } else {
-            "no Docker daemon answers".to_owned()
+            },
+            Err(why) => why,
         };
         eprintln!("test kit: {AMQP_URL_VAR} is not set and {why}; using the local RabbitMQ at {LOCAL_AMQP_URL}");
         LOCAL_AMQP_URL.to_owned()
@@ -69,13 +69,12 @@ pub async fn postgres_url() -> String {
         if let Some(url) = from_env(DATABASE_URL_VAR) {
             return urls::with_path(&url, "");
         }
-        let why = if docker::answers().await {
-            match containers::postgres_url().await {
+        let why = match docker::answers().await {
+            Ok(()) => match containers::postgres_url().await {
                 Ok(url) => return url,
                 Err(error) => error,
-            }
-        } else {
-            "no Docker daemon answers".to_owned()
+            },
+            Err(why) => why,
         };
         eprintln!(
             "test kit: {DATABASE_URL_VAR} is not set and {why}; using the local Postgres at {LOCAL_POSTGRES_URL}"

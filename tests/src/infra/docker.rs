@@ -1,106 +1,91 @@
-//! Whether a Docker daemon answers, asked once per process with a `/_ping`.
+//! Whether a Docker daemon answers, asked once per process through testcontainers' own client.
+//!
+//! The client is the one testcontainers starts containers with, so the daemon pinged is the
+//! daemon that would be used: `DOCKER_HOST` (with `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH`), else
+//! `/var/run/docker.sock`, else the rootless and Docker Desktop sockets
+//! (`$XDG_RUNTIME_DIR/.docker/run/docker.sock`, `~/.docker/run/docker.sock`,
+//! `~/.docker/desktop/docker.sock`). testcontainers does not read the Docker CLI's contexts:
+//! with a non-default context, export its endpoint, e.g.
+//! `DOCKER_HOST=$(docker context inspect -f '{{.Endpoints.docker.Host}}')`.
 
 use std::time::Duration;
 
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::{TcpStream, UnixStream},
-    sync::OnceCell,
-};
+use testcontainers::{bollard::Docker, core::client::docker_client_instance};
+use tokio::sync::OnceCell;
 
 /// How long the daemon may take to answer the ping.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
-/// Where the daemon listens when `DOCKER_HOST` is not set.
-const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
-/// True when the daemon named by `DOCKER_HOST` (or the default socket) answers a ping.
-/// Decided on the first call; later calls return the same answer.
-pub(super) async fn answers() -> bool {
-    static ANSWERS: OnceCell<bool> = OnceCell::const_new();
-    *ANSWERS
+/// `Ok` when the daemon testcontainers would use answers a ping, else why not. Decided on the
+/// first call; later calls return the same answer.
+pub(super) async fn answers() -> Result<(), String> {
+    static ANSWER: OnceCell<Result<(), String>> = OnceCell::const_new();
+    ANSWER
         .get_or_init(|| async {
-            let host = std::env::var("DOCKER_HOST")
-                .ok()
-                .filter(|host| !host.is_empty())
-                .unwrap_or_else(|| DEFAULT_HOST.to_owned());
-            tokio::time::timeout(PING_TIMEOUT, ping(&host)).await.unwrap_or(false)
+            let docker = docker_client_instance()
+                .await
+                .map_err(|error| format!("no Docker client can be configured ({error})"))?;
+            ping(&docker, PING_TIMEOUT).await
         })
         .await
+        .clone()
 }
 
-/// Pings the daemon at `host` (`unix://path` or `tcp://host:port`). Over TLS (when
-/// `DOCKER_TLS_VERIFY` is set) an accepted TCP connection counts as an answer.
-async fn ping(host: &str) -> bool {
-    if let Some(path) = host.strip_prefix("unix://") {
-        match UnixStream::connect(path).await {
-            Ok(stream) => http_ping(stream).await,
-            Err(_) => false,
-        }
-    } else if let Some(address) = host.strip_prefix("tcp://") {
-        let tls = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|value| !value.is_empty());
-        match TcpStream::connect(address.trim_end_matches('/')).await {
-            Ok(_) if tls => true,
-            Ok(stream) => http_ping(stream).await,
-            Err(_) => false,
-        }
-    } else {
-        false
+/// Pings the daemon behind `docker`, giving up after `within`.
+async fn ping(docker: &Docker, within: Duration) -> Result<(), String> {
+    match tokio::time::timeout(within, docker.ping()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("no Docker daemon answers ({error})")),
+        Err(_) => Err(format!("no Docker daemon answers within {within:?}")),
     }
-}
-
-/// Sends `GET /_ping` and checks for a `200` status line.
-async fn http_ping<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> bool {
-    let request = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n";
-    if stream.write_all(request).await.is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 64];
-    let mut filled = 0;
-    while filled < reply.len() {
-        match stream.read(&mut reply[filled..]).await {
-            Ok(0) | Err(_) => break,
-            Ok(read) => filled += read,
-        }
-        if reply[..filled].contains(&b'\n') {
-            break;
-        }
-    }
-    let status_line = String::from_utf8_lossy(&reply[..filled]);
-    let mut words = status_line.split_whitespace();
-    words.next().is_some_and(|version| version.starts_with("HTTP/")) && words.next() == Some("200")
 }
 
 #[cfg(test)]
 mod tests {
-    use tokio::net::UnixListener;
+    use testcontainers::bollard::API_DEFAULT_VERSION;
+    use tokio::{
+        io::{AsyncReadExt as _, AsyncWriteExt as _},
+        net::UnixListener,
+    };
 
     use super::*;
 
-    /// A one-shot stand-in for the daemon's socket that answers with `reply` (the socket
-    /// file is removed once a client has connected).
-    fn fake_daemon(reply: &'static [u8]) -> String {
+    /// A stand-in for the daemon's socket that answers every connection with `reply`, or
+    /// never answers when `reply` is `None`. Returns a client for it.
+    fn fake_daemon(reply: Option<&'static [u8]>) -> Docker {
         let path = std::env::temp_dir().join(crate::unique("fake_docker")).with_extension("sock");
         let listener = UnixListener::bind(&path).unwrap();
-        let address = format!("unix://{}", path.display());
+        let docker = Docker::connect_with_unix(&path.display().to_string(), 5, API_DEFAULT_VERSION).unwrap();
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let _removed = std::fs::remove_file(&path);
-            let mut request = [0u8; 256];
+            let mut request = [0u8; 1024];
             let _read = stream.read(&mut request).await;
-            let _written = stream.write_all(reply).await;
+            match reply {
+                Some(reply) => {
+                    let _written = stream.write_all(reply).await;
+                }
+                // Hold the connection open without a word until the test ends.
+                None => std::future::pending::<()>().await,
+            }
         });
-        address
+        docker
     }
 
     #[tokio::test]
-    async fn a_daemon_that_answers_200_counts() {
-        assert!(ping(&fake_daemon(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")).await);
+    async fn a_daemon_that_answers_ok_counts() {
+        let docker = fake_daemon(Some(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nOK"));
+        assert_eq!(ping(&docker, PING_TIMEOUT).await, Ok(()));
     }
 
     #[tokio::test]
-    async fn an_error_status_or_no_socket_does_not_count() {
-        assert!(!ping(&fake_daemon(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")).await);
-        assert!(!ping("unix:///nonexistent/docker.sock").await);
-        assert!(!ping("npipe:////./pipe/docker_engine").await);
+    async fn an_error_status_a_hang_up_or_a_silent_daemon_does_not_count() {
+        let failing = fake_daemon(Some(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"));
+        assert!(ping(&failing, PING_TIMEOUT).await.is_err());
+        let silent = fake_daemon(None);
+        let error = ping(&silent, Duration::from_millis(200)).await.unwrap_err();
+        assert!(error.contains("within 200ms"), "{error}");
+        let hangs_up = fake_daemon(Some(b""));
+        assert!(ping(&hangs_up, PING_TIMEOUT).await.is_err());
     }
 }
