@@ -6,8 +6,10 @@
 //! a reply arriving after it is dropped. Events go out on a second channel in publisher-confirm
 //! mode, persistent, and `emit` returns only once the broker confirmed them.
 //!
-//! When the link breaks, pending `send`s fail at once with [`RpcError::Unavailable`], new ones
-//! fail fast until the supervisor has reconnected, and nothing needs a restart.
+//! When the link breaks, pending `send`s fail at once with [`RpcError::Unavailable`] and the
+//! supervisor connects again, to the next node of a cluster first. Calls made while it fails
+//! over wait for the new link within their deadline; once every node refused, new calls fail
+//! fast until a node is back. Nothing needs a restart.
 //!
 //! By concern: [`ClientConfig`] and the per-call options (`config`), the calls waiting for a
 //! reply (`pending`), the current link (`link`), the reconnect loop (`supervisor`), and the

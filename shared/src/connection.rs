@@ -196,11 +196,12 @@ impl Rotation {
 }
 
 /// Connects, retrying with backoff between rounds over the nodes until it succeeds or
-/// `shutdown` fires (then `None`).
+/// `shutdown` fires (then `None`). `round_failed` is called each time every node refused.
 pub(crate) async fn connect_with_backoff(
     config: &BrokerConfig,
     rotation: &mut Rotation,
     shutdown: &CancellationToken,
+    round_failed: impl Fn(),
 ) -> Option<Connected> {
     let mut attempt = 0;
     loop {
@@ -212,6 +213,7 @@ pub(crate) async fn connect_with_backoff(
         match result {
             Ok(connected) => return Some(connected),
             Err(error) => {
+                round_failed();
                 let delay = config.reconnect.delay(attempt);
                 tracing::warn!(connection = %config.connection_name, attempt, ?delay, error = %error, "broker connection failed; retrying");
                 attempt = attempt.saturating_add(1);

@@ -211,7 +211,7 @@ async fn run<S: Clone + Send + Sync + 'static>(
     let service = shared.config.service.clone();
     let mut rotation = Rotation::new(&shared.config.broker);
     while let Some(Connected { connection, node }) =
-        connection::connect_with_backoff(&shared.config.broker, &mut rotation, &shutdown).await
+        connection::connect_with_backoff(&shared.config.broker, &mut rotation, &shutdown, || {}).await
     {
         let in_use = InUse::register(&shared.config.broker.connection_name, &node);
         let outcome = serve(&shared, &connection, &node, &shutdown, &ready, &mut tasks).await;

@@ -58,7 +58,14 @@ impl Client {
         let properties =
             BasicProperties::default().with_delivery_mode(2).with_message_id(message_id.into()).with_headers(headers);
 
-        let link = self.inner.link.get().ok_or(EmitError::Unavailable { reason: "not connected", source: None })?;
+        // While failing over to another node, the emit waits for it within its deadline.
+        let deadline = tokio::time::Instant::now() + config.confirm_timeout;
+        let link = self
+            .inner
+            .link
+            .get_or_failover(deadline)
+            .await
+            .ok_or(EmitError::Unavailable { reason: "not connected", source: None })?;
         let publish_options = BasicPublishOptions { mandatory, ..BasicPublishOptions::default() };
         let confirmed = async {
             link.events
@@ -68,7 +75,7 @@ impl Client {
                 .await
                 .map_err(|source| EmitError::Unavailable { reason: "no confirm", source: Some(source) })
         };
-        let confirm = tokio::time::timeout(config.confirm_timeout, confirmed)
+        let confirm = tokio::time::timeout_at(deadline, confirmed)
             .await
             .map_err(|_| EmitError::Unavailable { reason: "no confirm in time", source: None })
             .flatten()

@@ -8,7 +8,10 @@ use lapin::{
     options::{BasicConsumeOptions, ConfirmSelectOptions},
     types::FieldTable,
 };
-use tokio::sync::{Notify, futures::Notified, watch};
+use tokio::{
+    sync::{Notify, futures::Notified, watch},
+    time::Instant,
+};
 
 use super::ClientConfig;
 use crate::topology;
@@ -62,6 +65,10 @@ pub(super) struct CurrentLink {
     /// The link and the node (`host:port`) it is on.
     link: RwLock<Option<(Link, String)>>,
     connected: watch::Sender<bool>,
+    /// True from the loss of a working link until the supervisor either reached a node again
+    /// or found every node refusing: calls made meanwhile wait for the next node instead of
+    /// failing, since on a cluster it is usually there within moments.
+    failing_over: watch::Sender<bool>,
     /// Set when a channel of the link died on its own (the broker can close one channel and
     /// keep the connection): the supervisor then rebuilds the whole link.
     relink: Notify,
@@ -69,7 +76,12 @@ pub(super) struct CurrentLink {
 
 impl CurrentLink {
     pub fn new() -> Self {
-        Self { link: RwLock::new(None), connected: watch::channel(false).0, relink: Notify::new() }
+        Self {
+            link: RwLock::new(None),
+            connected: watch::channel(false).0,
+            failing_over: watch::channel(false).0,
+            relink: Notify::new(),
+        }
     }
 
     pub fn get(&self) -> Option<Link> {
@@ -85,6 +97,37 @@ impl CurrentLink {
         let up = link.is_some();
         *self.link.write().unwrap_or_else(PoisonError::into_inner) = link;
         self.connected.send_replace(up);
+    }
+
+    /// Marks the start (a working link was lost) or the end (a node was reached, or every
+    /// node refused) of a failover.
+    pub fn set_failing_over(&self, failing_over: bool) {
+        self.failing_over.send_replace(failing_over);
+    }
+
+    /// The current link; while failing over, waits for the next one until `deadline`. `None`
+    /// when there is no link and none is expected soon (the broker is down, or the client
+    /// never connected yet).
+    pub async fn get_or_failover(&self, deadline: Instant) -> Option<Link> {
+        if let Some(link) = self.get() {
+            return Some(link);
+        }
+        let (mut failing_over, mut connected) = (self.failing_over.subscribe(), self.connected.subscribe());
+        let wait = async {
+            loop {
+                if let Some(link) = self.get() {
+                    return Some(link);
+                }
+                if !*failing_over.borrow_and_update() {
+                    return None;
+                }
+                tokio::select! {
+                    changed = failing_over.changed() => changed.ok()?,
+                    changed = connected.changed() => changed.ok()?,
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline, wait).await.ok().flatten()
     }
 
     pub fn is_connected(&self) -> bool {

@@ -48,7 +48,14 @@ impl Client {
         // Registered before publishing, so that no reply can come before its call is known.
         let mut call = self.inner.calls.register();
         let body = serde_json::to_vec(&RequestPacket { pattern, data, id: &call.id }).map_err(RpcError::Encode)?;
-        let link = self.inner.link.get().ok_or(RpcError::Unavailable { reason: "not connected", source: None })?;
+        // While failing over to another node, the call waits for it within its deadline.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let link = self
+            .inner
+            .link
+            .get_or_failover(deadline)
+            .await
+            .ok_or(RpcError::Unavailable { reason: "not connected", source: None })?;
 
         let mut headers = FieldTable::default();
         TraceContext::outgoing().inject(&mut headers);
@@ -64,7 +71,7 @@ impl Client {
                 .map_err(|source| RpcError::Unavailable { reason: "publish failed", source: Some(source) })?;
             Ok((&mut call.outcome).await)
         };
-        match tokio::time::timeout(timeout, exchange).await {
+        match tokio::time::timeout_at(deadline, exchange).await {
             Err(_) => Err(RpcError::Timeout { pattern: pattern_text(), timeout }),
             Ok(Err(error)) => Err(error),
             Ok(Ok(Err(_))) => Err(RpcError::Unavailable { reason: "client stopped", source: None }),

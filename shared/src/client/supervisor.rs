@@ -62,13 +62,15 @@ impl Drop for Supervisor {
 async fn supervise(inner: Arc<Inner>, stop: CancellationToken) {
     let name = inner.config.broker.connection_name.clone();
     let mut rotation = Rotation::new(&inner.config.broker);
+    let round_failed = || inner.link.set_failing_over(false);
     while let Some(Connected { connection, node }) =
-        connection::connect_with_backoff(&inner.config.broker, &mut rotation, &stop).await
+        connection::connect_with_backoff(&inner.config.broker, &mut rotation, &stop, round_failed).await
     {
         let lost = match connection::bounded(Link::open(&inner.config, &connection)).await {
             Ok((link, replies)) => {
                 let _in_use = InUse::register(&name, &node);
                 inner.link.set(Some((link.clone(), node.clone())));
+                inner.link.set_failing_over(false);
                 tracing::info!(connection = %name, node = %node, "client connected");
                 let lost = tokio::select! {
                     biased;
@@ -94,6 +96,7 @@ async fn supervise(inner: Arc<Inner>, stop: CancellationToken) {
                 // Calls in flight on this link fail now, with `Unavailable`; new ones fail
                 // fast until the next node is connected.
                 inner.calls.fail_all(error.as_ref());
+                inner.link.set_failing_over(true);
                 let reason = error.as_ref().map(|error| redact(&error.to_string())).unwrap_or_default();
                 tracing::warn!(connection = %name, node = %node, error = %reason, "client lost the broker; reconnecting");
                 connection::close(&connection).await;
@@ -101,6 +104,7 @@ async fn supervise(inner: Arc<Inner>, stop: CancellationToken) {
         }
     }
     inner.link.set(None);
+    inner.link.set_failing_over(false);
     inner.calls.fail_all(None);
 }
 
