@@ -169,6 +169,30 @@ pub fn from_lookup<C: Args + FromArgMatches>(
     C::from_arg_matches(&matches).map_err(|error| translate(&names, error))
 }
 
+/// One setting as `--help` shows it, for documentation and the tests that keep it true.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The environment variable.
+    pub var: String,
+    /// The default, as text (none for a setting without one).
+    pub default: Option<String>,
+    /// The one-line meaning.
+    pub help: String,
+}
+
+/// Every setting of a service's `Config`, in `--help` order, with the service's defaults.
+pub fn settings<C: Args>(spec: &ServiceSpec) -> Vec<Setting> {
+    service_command::<C>(spec)
+        .get_arguments()
+        .filter_map(|arg| {
+            let var = arg.get_env()?.to_str()?.to_owned();
+            let default = arg.get_default_values().first().and_then(|value| value.to_str()).map(str::to_owned);
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            Some(Setting { var, default, help })
+        })
+        .collect()
+}
+
 const HEALTHCHECK: &str = "healthcheck";
 
 fn service_command<C: Args>(spec: &ServiceSpec) -> Command {
@@ -539,6 +563,15 @@ mod tests {
         }
         assert!(help.contains("[default: 16]"), "{help}");
         assert!(help.contains("healthcheck"), "{help}");
+    }
+
+    #[test]
+    fn settings_lists_each_variable_with_the_services_default() {
+        let listed = settings::<Sample>(&SPEC);
+        let prefetch = listed.iter().find(|setting| setting.var == "PREFETCH").unwrap();
+        assert_eq!(prefetch.default.as_deref(), Some("16"));
+        assert!(prefetch.help.starts_with("Unacknowledged messages"), "{prefetch:?}");
+        assert!(listed.iter().any(|setting| setting.var == "RUST_LOG"));
     }
 
     #[test]
