@@ -150,3 +150,40 @@ async fn next_batch(waiting: &mut mpsc::Receiver<Lookup>) -> Option<Vec<Lookup>>
     }
     Some(batch)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use sqlx::postgres::PgPoolOptions;
+
+    use super::*;
+
+    /// A table behind a pool that never connects (nothing listens on port 1).
+    fn unreachable_users() -> Users {
+        let pool = PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(200))
+            .connect_lazy("postgres://postgres@127.0.0.1:1/users");
+        Users::new(pool.expect("a lazy pool"), Duration::from_millis(200))
+    }
+
+    #[tokio::test]
+    async fn stopping_answers_what_is_queued_then_refuses_new_lookups() {
+        let (lookups, reader) = UserLookups::start(&unreachable_users(), Duration::from_secs(5));
+        let queued = tokio::spawn({
+            let lookups = lookups.clone();
+            async move { lookups.find(Uuid::new_v4()).await }
+        });
+        tokio::task::yield_now().await;
+
+        // Handles are still alive: stopping must not wait for them to be dropped.
+        tokio::time::timeout(Duration::from_secs(5), reader.stop()).await.expect("stop ends");
+
+        // Queued before the stop: answered by a query (which fails here), not refused.
+        let answered = queued.await.expect("the lookup task");
+        assert!(matches!(answered, Err(LookupError::Read(_))), "{answered:?}");
+        assert!(matches!(lookups.find(Uuid::new_v4()).await, Err(LookupError::Stopped)));
+    }
+}
