@@ -20,10 +20,10 @@ use auth_service::{App, Config, config::Argon2Params, password};
 use chrono::Utc;
 use serde_json::{Value, json};
 use shared::{
-    BrokerConfig, CancellationToken, Listener, RpcException, Server, ServerConfig, State,
+    BrokerConfig, CancellationToken, Listener, RetryPolicy, RpcException, Server, ServerConfig, State,
     contracts::{GetUser, User},
 };
-use tests::{TestDb, names::unique};
+use tests::{DEADLINE, ServiceEnv};
 use uuid::Uuid;
 
 const SIGNUP_CONCURRENCY: [usize; 3] = [1, 8, 32];
@@ -124,9 +124,8 @@ struct Bench {
     shutdown: CancellationToken,
     app: Option<App>,
     users: Arc<std::sync::Mutex<HashMap<Uuid, User>>>,
-    amqp_url: String,
-    queue: String,
-    _db: TestDb,
+    /// The database and broker names; finished (checked and deleted) by [`Bench::stop`].
+    env: ServiceEnv,
 }
 
 /// One measured run (or several slices added up).
@@ -171,39 +170,35 @@ async fn stub_get_user(
 
 impl Bench {
     async fn start() -> Bench {
-        let db = TestDb::create().await;
-        let amqp_url = tests::amqp_url().await;
-        let queue = unique("auth_bench_user_queue");
-        let vars: HashMap<&str, String> = HashMap::from([
-            ("APP_ENV", "dev".to_owned()),
-            ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
-            ("DATABASE_URL", db.url.clone()),
-            ("AMQP_URL", amqp_url.clone()),
-            ("USER_QUEUE", queue.clone()),
-            ("EVENTS_EXCHANGE", "auth_bench_events".to_owned()),
-            ("RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
-            ("RATE_LIMIT_BURST", "1000000".to_owned()),
-        ]);
-        let config = Config::from_lookup(|var| {
-            std::env::var(var).ok().filter(|_| var.starts_with("ARGON2_")).or_else(|| vars.get(var).cloned())
-        })
-        .unwrap();
+        let mut env = ServiceEnv::new()
+            .await
+            .set("APP_ENV", "dev")
+            .set("RATE_LIMIT_PER_SECOND", "1000000")
+            .set("RATE_LIMIT_BURST", "1000000");
+        for var in ["ARGON2_M_COST", "ARGON2_T_COST", "ARGON2_P_COST"] {
+            if let Ok(value) = std::env::var(var) {
+                env = env.set(var, value);
+            }
+        }
+        let config = Config::from_lookup(|var| env.lookup(var)).unwrap();
         let shutdown = CancellationToken::new();
 
         let users = Arc::new(std::sync::Mutex::new(HashMap::new()));
-        let server_config =
-            ServerConfig::new(BrokerConfig::new(&amqp_url, "auth-bench-user-service"), "auth-bench-user-service");
+        let mut server_config =
+            ServerConfig::new(BrokerConfig::new(env.amqp_url(), "auth-bench-user-service"), "auth-bench-user-service");
+        // Requests are never retried: no delay queues, only the dead-letter queue the env deletes.
+        server_config.retry = RetryPolicy { max_attempts: 1, ..RetryPolicy::default() };
         let handle = Server::new(Arc::clone(&users))
             .request(stub_get_user)
-            .listen(Listener::queue(&queue))
+            .listen(Listener::queue(env.user_queue()))
             .start(server_config, shutdown.clone());
-        assert!(handle.wait_ready(Duration::from_secs(10)).await);
+        assert!(handle.wait_ready(DEADLINE).await);
 
         let app = App::build(config.clone(), shutdown.clone()).await.unwrap();
         let base = format!("http://{}", app.http_addr());
         let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
-        let bench = Bench { config, base, client, shutdown, app: Some(app), users, amqp_url, queue, _db: db };
-        tests::eventually(Duration::from_secs(30), || async {
+        let bench = Bench { config, base, client, shutdown, app: Some(app), users, env };
+        tests::eventually(DEADLINE, || async {
             let status = bench.client.get(format!("{}/readyz", bench.base)).send().await.map(|r| r.status().as_u16());
             if matches!(status, Ok(200)) { Ok(()) } else { Err(format!("{status:?}")) }
         })
@@ -294,16 +289,7 @@ impl Bench {
         if let Some(app) = self.app.take() {
             app.run_until_stopped().await;
         }
-        let probe = tests::BrokerProbe::connect(&self.amqp_url).await;
-        let mut queues = vec![self.queue.clone(), shared::topology::dlq_name(&self.queue)];
-        queues.extend(
-            shared::RetryPolicy::default()
-                .delays()
-                .into_iter()
-                .map(|d| shared::topology::retry_queue_name(&self.queue, d)),
-        );
-        probe.delete_queues(&queues.iter().map(String::as_str).collect::<Vec<_>>()).await;
-        probe.delete_exchange(&self.config.broker.events_exchange).await;
+        self.env.finish().await;
     }
 }
 

@@ -21,7 +21,7 @@ async fn readyz_follows_the_broker() {
     let broker_url = tests::amqp_url().await;
     let proxy = ChaosProxy::in_front_of(&broker_url).await;
     let proxied = proxy.url_for(&broker_url);
-    let app = TestApp::spawn_with(|config| config.broker.amqp_url = proxied.into()).await;
+    let app = TestApp::spawn_with(|env| env.set("AMQP_URL", proxied)).await;
     app.wait_ready(StatusCode::OK).await;
 
     proxy.cut().await;
@@ -38,9 +38,9 @@ async fn readyz_follows_the_broker() {
 async fn readyz_follows_postgres() {
     let server = tests::postgres_url().await;
     let proxy = ChaosProxy::in_front_of(&server).await;
-    let app = TestApp::spawn_with(|config| {
-        let url = proxy.url_for(secrecy::ExposeSecret::expose_secret(&config.database.database_url));
-        config.database.database_url = url.into();
+    let app = TestApp::spawn_with(|env| {
+        let url = proxy.url_for(&env.db().url);
+        env.set("DATABASE_URL", url)
     })
     .await;
     app.wait_ready(StatusCode::OK).await;

@@ -10,7 +10,7 @@ use crate::{
 
 #[tokio::test]
 async fn login_returns_a_bearer_token_for_the_user() {
-    let app = TestApp::spawn_with(|config| config.jwt.jwt_ttl = std::time::Duration::from_secs(600)).await;
+    let app = TestApp::spawn_with(|env| env.set("JWT_TTL_SECS", "600")).await;
     let user = app.create_user("ada@example.com", "Ada").await;
 
     let response = app.login("ada@example.com", PASSWORD).await;

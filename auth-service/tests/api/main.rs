@@ -1,10 +1,11 @@
 //! auth-service against real Postgres and RabbitMQ: a fresh database, unique queue and
-//! exchange names and an in-process app on 127.0.0.1:0 per test.
+//! exchange names (a `tests::ServiceEnv`) and an in-process app on 127.0.0.1:0 per test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod test_app;
 mod user_service_stub;
 
+mod cli;
 mod health;
 mod login;
 mod openapi;

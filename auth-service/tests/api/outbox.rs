@@ -8,38 +8,31 @@ use auth_service::{config::OutboxConfig, db, outbox, relay::Relay};
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared::{BrokerConfig, CancellationToken, Client, ClientConfig, contracts::UserCreated};
-use tests::{BrokerProbe, ChaosProxy, TestDb, names::unique};
+use tests::{BrokerProbe, ChaosProxy, DEADLINE, ServiceEnv};
 use uuid::Uuid;
 
-use crate::test_app::{DEADLINE, TestApp, delete_broker_objects};
+use crate::test_app::TestApp;
 
-/// A queue bound to an events exchange for `user.created`, deleted when dropped (also when
-/// the test fails).
+/// What a subscriber of `user.created` sees: the env's `USER_EVENTS_QUEUE`, bound to its
+/// events exchange (both deleted with the env, also when the test fails).
 struct Subscription {
     probe: BrokerProbe,
     queue: String,
-    broker_url: String,
 }
 
 impl Subscription {
-    async fn new(broker_url: &str, exchange: &str) -> Subscription {
-        let probe = BrokerProbe::connect(broker_url).await;
-        let queue = unique("auth_test_user_created");
+    async fn new(env: &ServiceEnv) -> Subscription {
+        let probe = BrokerProbe::connect(env.amqp_url()).await;
+        let (queue, exchange) = (env.user_events_queue(), env.events_exchange());
         probe.declare_topic_exchange(exchange).await;
-        probe.declare_queue(&queue).await;
-        probe.bind(&queue, exchange, "user.created").await;
-        Subscription { probe, queue, broker_url: broker_url.to_owned() }
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        delete_broker_objects(self.broker_url.clone(), vec![self.queue.clone()], None);
+        probe.declare_queue(queue).await;
+        probe.bind(queue, exchange, "user.created").await;
+        Subscription { probe, queue: queue.to_owned() }
     }
 }
 
 async fn subscribe(app: &TestApp) -> Subscription {
-    Subscription::new(&app.broker_url, &app.events_exchange).await
+    Subscription::new(&app.env).await
 }
 
 async fn unpublished(app: &TestApp) -> i64 {
@@ -57,7 +50,7 @@ async fn wait_until_drained(app: &TestApp) {
 #[tokio::test]
 async fn each_signup_publishes_one_user_created_event_in_the_nestjs_shape() {
     let app = TestApp::spawn().await;
-    let Subscription { probe, queue, .. } = &subscribe(&app).await;
+    let Subscription { probe, queue } = &subscribe(&app).await;
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
 
     let response = app
@@ -80,7 +73,7 @@ async fn each_signup_publishes_one_user_created_event_in_the_nestjs_shape() {
         "the payload goes out as written, fields in the contract's order: {body}"
     );
     assert_eq!(message.routing_key, "user.created");
-    assert_eq!(message.exchange, app.events_exchange);
+    assert_eq!(message.exchange, app.events_exchange());
     assert_eq!(message.delivery_mode, Some(2), "persistent");
     let event_id = sqlx::query_scalar!("SELECT id FROM outbox").fetch_one(&app.pool).await.unwrap();
     assert_eq!(message.message_id, Some(event_id.to_string()), "message_id is the outbox row id");
@@ -96,8 +89,8 @@ async fn signup_works_while_the_broker_is_down_and_the_event_follows_its_return(
     let broker_url = tests::amqp_url().await;
     let proxy = ChaosProxy::in_front_of(&broker_url).await;
     let proxied = proxy.url_for(&broker_url);
-    let app = TestApp::spawn_with(|config| config.broker.amqp_url = proxied.into()).await;
-    let Subscription { probe, queue, .. } = &subscribe(&app).await;
+    let app = TestApp::spawn_with(|env| env.set("AMQP_URL", proxied)).await;
+    let Subscription { probe, queue } = &subscribe(&app).await;
     app.wait_ready(StatusCode::OK).await;
 
     proxy.cut().await;
@@ -118,7 +111,7 @@ async fn signup_works_while_the_broker_is_down_and_the_event_follows_its_return(
 #[tokio::test]
 async fn shutdown_flushes_what_the_last_requests_wrote() {
     let mut app = TestApp::spawn().await;
-    let Subscription { probe, queue, .. } = &subscribe(&app).await;
+    let Subscription { probe, queue } = &subscribe(&app).await;
     app.wait_ready(StatusCode::OK).await;
     for i in 0..5 {
         app.create_user(&format!("user{i}@example.com"), "User").await;
@@ -132,17 +125,16 @@ async fn shutdown_flushes_what_the_last_requests_wrote() {
 
 /// An outbox with `rows` user.created events and a relay factory over it.
 struct OutboxFixture {
-    db: TestDb,
-    pool: sqlx::PgPool,
-    broker_url: String,
-    exchange: String,
     stop: CancellationToken,
+    pool: sqlx::PgPool,
+    /// The database and the events exchange; dropped last.
+    env: ServiceEnv,
 }
 
 impl OutboxFixture {
     async fn with_rows(rows: usize) -> OutboxFixture {
-        let db = TestDb::create().await;
-        let pool = db.pool().await;
+        let env = ServiceEnv::new().await;
+        let pool = env.db().pool().await;
         db::migrate(&pool).await.unwrap();
         let mut transaction = pool.begin().await.unwrap();
         for i in 0..rows {
@@ -155,33 +147,27 @@ impl OutboxFixture {
             outbox::enqueue(&mut transaction, Uuid::new_v4(), &event, None).await.unwrap();
         }
         transaction.commit().await.unwrap();
-        OutboxFixture {
-            db,
-            pool,
-            broker_url: tests::amqp_url().await,
-            exchange: unique("auth_test_events"),
-            stop: CancellationToken::new(),
-        }
+        OutboxFixture { stop: CancellationToken::new(), pool, env }
     }
 
     /// A relay with a broker connection of its own (as another instance would have).
     async fn relay(&self, batch_size: u32) -> Relay {
-        let broker = BrokerConfig::new(&self.broker_url, "auth-test-relay");
-        let client = Client::start(ClientConfig::new(broker).events_exchange(&self.exchange), self.stop.clone());
-        assert!(client.wait_connected(Duration::from_secs(10)).await);
-        let pool = self.db.pool().await;
+        let broker = BrokerConfig::new(self.env.amqp_url(), "auth-test-relay");
+        let config = ClientConfig::new(broker).events_exchange(self.env.events_exchange());
+        let client = Client::start(config, self.stop.clone());
+        assert!(client.wait_connected(DEADLINE).await);
+        let pool = self.env.db().pool().await;
         Relay::new(pool, client, OutboxConfig { batch_size, poll_interval: Duration::from_secs(5) })
     }
 
     async fn subscribe(&self) -> Subscription {
-        Subscription::new(&self.broker_url, &self.exchange).await
+        Subscription::new(&self.env).await
     }
 }
 
 impl Drop for OutboxFixture {
     fn drop(&mut self) {
         self.stop.cancel();
-        delete_broker_objects(self.broker_url.clone(), vec![], Some(self.exchange.clone()));
     }
 }
 
@@ -189,7 +175,7 @@ impl Drop for OutboxFixture {
 async fn two_relays_over_one_outbox_never_publish_a_row_twice() {
     const ROWS: usize = 200;
     let fixture = OutboxFixture::with_rows(ROWS).await;
-    let Subscription { probe, queue, .. } = &fixture.subscribe().await;
+    let Subscription { probe, queue } = &fixture.subscribe().await;
     let (first, second) = (fixture.relay(5).await, fixture.relay(5).await);
 
     let (a, b) = tokio::join!(
@@ -216,7 +202,7 @@ async fn two_relays_over_one_outbox_never_publish_a_row_twice() {
 #[tokio::test]
 async fn rows_another_relay_holds_are_skipped_not_published_again() {
     let fixture = OutboxFixture::with_rows(3).await;
-    let Subscription { probe, queue, .. } = &fixture.subscribe().await;
+    let Subscription { probe, queue } = &fixture.subscribe().await;
     let relay = fixture.relay(10).await;
 
     // Another instance is in the middle of publishing two of the rows.

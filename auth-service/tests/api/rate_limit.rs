@@ -7,11 +7,7 @@ use crate::{test_app::TestApp, validation::problem};
 
 #[tokio::test]
 async fn auth_requests_past_the_burst_are_429_with_retry_after() {
-    let app = TestApp::spawn_with(|config| {
-        config.rate_limit.burst = 3;
-        config.rate_limit.per_second = 1;
-    })
-    .await;
+    let app = TestApp::spawn_with(|env| env.set("RATE_LIMIT_BURST", "3").set("RATE_LIMIT_PER_SECOND", "1")).await;
     // Requests rejected by validation still count, and are fast: the burst is spent well
     // within the one second it takes to earn a new token.
     let body = json!({});

@@ -1,83 +1,74 @@
-//! `TestApp`: the real service, built by `App::build` as `main` does, on an ephemeral port.
-
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+//! `TestApp`: the real service, built by `App::build` as `main` does, on an ephemeral port, in
+//! a `tests::ServiceEnv` (a fresh database, unique queue and exchange names, cleanup).
 
 use auth_service::{App, Config};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use shared::CancellationToken;
 use sqlx::PgPool;
-use tests::{TestDb, names::unique};
+use tests::{DEADLINE, ServiceEnv};
 
 /// The JWT key of every test app, so tests can forge tokens.
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
 pub const PASSWORD: &str = "correct horse battery";
-/// Deadline for anything asynchronous (events, readiness, reconnection).
-pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A running auth-service with its own database, user queue and events exchange.
 pub struct TestApp {
-    pub addr: SocketAddr,
+    /// Dropped first: dropping a running `App` stops its relay and broker client.
+    app: Option<App>,
+    shutdown: CancellationToken,
+    pub addr: std::net::SocketAddr,
     pub http: reqwest::Client,
-    /// Dropped (with its database) after the app.
-    _db: TestDb,
     /// A pool of our own onto the app's database, for assertions.
     pub pool: PgPool,
-    pub user_queue: String,
-    pub events_exchange: String,
-    /// The broker itself.
-    pub broker_url: String,
-    shutdown: CancellationToken,
-    app: Option<App>,
+    /// The database, broker names and variables the app was built from; dropped last, which
+    /// deletes the queues, the exchange and the database.
+    pub env: ServiceEnv,
 }
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
-        Self::spawn_with(|_| {}).await
+        Self::spawn_with(|env| env).await
     }
 
-    /// Spawns with `tweak` applied to the configuration (URLs, limits, timeouts).
-    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
-        tests::logs::init();
-        let db = TestDb::create().await;
-        let broker_url = tests::amqp_url().await;
-        let user_queue = unique("auth_test_user_queue");
-        let events_exchange = unique("auth_test_events");
-        let vars: HashMap<&str, String> = HashMap::from([
-            ("JWT_SECRET", JWT_SECRET.to_owned()),
-            ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
-            ("DATABASE_URL", db.url.clone()),
-            ("DATABASE_MAX_CONNECTIONS", "5".to_owned()),
-            ("AMQP_URL", broker_url.clone()),
-            ("AMQP_RECONNECT_MAX_MS", "500".to_owned()),
-            ("USER_QUEUE", user_queue.clone()),
-            ("EVENTS_EXCHANGE", events_exchange.clone()),
+    /// Spawns with `tweak` applied to the variables (URLs, limits, timeouts), as an operator
+    /// would set them.
+    pub async fn spawn_with(tweak: impl FnOnce(ServiceEnv) -> ServiceEnv) -> TestApp {
+        let env = ServiceEnv::new()
+            .await
+            .set("JWT_SECRET", JWT_SECRET)
+            .set("DATABASE_MAX_CONNECTIONS", "5")
+            .set("AMQP_RECONNECT_MAX_MS", "500")
             // Cheap hashes: these tests are about behaviour; the benchmark uses real costs.
-            ("ARGON2_M_COST", "1024".to_owned()),
-            ("ARGON2_T_COST", "1".to_owned()),
-            ("RATE_LIMIT_PER_SECOND", "1000".to_owned()),
-            ("RATE_LIMIT_BURST", "1000".to_owned()),
-        ]);
-        let mut config = Config::from_lookup(|var| vars.get(var).cloned()).unwrap();
-        tweak(&mut config);
+            .set("ARGON2_M_COST", "1024")
+            .set("ARGON2_T_COST", "1")
+            .set("RATE_LIMIT_PER_SECOND", "1000")
+            .set("RATE_LIMIT_BURST", "1000");
+        let env = tweak(env);
+        let config = Config::from_lookup(|name| env.lookup(name)).expect("test configuration");
         let shutdown = CancellationToken::new();
         let app = App::build(config, shutdown.clone()).await.expect("the app starts");
-        let pool = db.pool().await;
-        TestApp {
-            addr: app.http_addr(),
-            http: reqwest::Client::new(),
-            _db: db,
-            pool,
-            user_queue,
-            events_exchange,
-            broker_url,
-            shutdown,
-            app: Some(app),
-        }
+        let pool = env.db().pool().await;
+        TestApp { addr: app.http_addr(), app: Some(app), shutdown, http: reqwest::Client::new(), pool, env }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Where `get_user` requests go (`USER_QUEUE`).
+    pub fn user_queue(&self) -> &str {
+        self.env.user_queue()
+    }
+
+    /// Where `user.created` goes (`EVENTS_EXCHANGE`).
+    pub fn events_exchange(&self) -> &str {
+        self.env.events_exchange()
+    }
+
+    /// The broker itself (not a proxy a test put in front of it).
+    pub fn broker_url(&self) -> &str {
+        self.env.amqp_url()
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
@@ -139,36 +130,5 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        delete_broker_objects(
-            self.broker_url.clone(),
-            vec![self.user_queue.clone()],
-            Some(self.events_exchange.clone()),
-        );
     }
-}
-
-/// Removes a test's queues (with the consumer-owned retry and dead-letter queues a server
-/// declares next to them) and its exchange, so repeated runs leave the broker clean.
-/// Runs on a thread of its own since `Drop` cannot await.
-pub fn delete_broker_objects(broker_url: String, queues: Vec<String>, exchange: Option<String>) {
-    let cleanup = std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-        runtime.block_on(async move {
-            let probe = tests::BrokerProbe::connect(&broker_url).await;
-            let mut names = Vec::new();
-            for queue in &queues {
-                names.push(queue.clone());
-                names.push(shared::topology::dlq_name(queue));
-                for delay in shared::RetryPolicy::default().delays() {
-                    names.push(shared::topology::retry_queue_name(queue, delay));
-                }
-            }
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            probe.delete_queues(&names).await;
-            if let Some(exchange) = exchange {
-                probe.delete_exchange(&exchange).await;
-            }
-        });
-    });
-    let _ = cleanup.join();
 }

@@ -35,7 +35,7 @@ async fn assert_rejected(app: &TestApp, token: Option<&str>, what: &str) {
 #[tokio::test]
 async fn a_valid_token_is_accepted() {
     let app = TestApp::spawn().await;
-    let stub = UserServiceStub::start(&app.broker_url, &app.user_queue).await;
+    let stub = UserServiceStub::start(app.broker_url(), app.user_queue()).await;
     app.wait_ready(StatusCode::OK).await;
     let (user, token) = app.user_with_token("ada@example.com").await;
     stub.directory.add_json(&user);

@@ -9,7 +9,8 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use shared::{
-    BrokerConfig, CancellationToken, Listener, MessageContext, RpcException, Server, ServerConfig, State, TraceContext,
+    BrokerConfig, CancellationToken, Listener, MessageContext, RetryPolicy, RpcException, Server, ServerConfig, State,
+    TraceContext,
     contracts::{GetUser, User},
 };
 use uuid::Uuid;
@@ -83,6 +84,9 @@ impl UserServiceStub {
         let mut config =
             ServerConfig::new(BrokerConfig::new(broker_url, "auth-test-user-service"), "auth-test-user-service");
         config.shutdown_grace = Duration::from_millis(100);
+        // Requests are never retried: with one attempt the server declares no delay queues,
+        // only the dead-letter queue the test env deletes with the user queue.
+        config.retry = RetryPolicy { max_attempts: 1, ..RetryPolicy::default() };
         let mut server = Server::new(directory.clone());
         if handlers {
             server = server.request(get_user);

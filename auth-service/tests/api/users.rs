@@ -5,19 +5,19 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use tests::ChaosProxy;
+use tests::{ChaosProxy, DEADLINE, ServiceEnv};
 use uuid::Uuid;
 
 use crate::{
-    test_app::{DEADLINE, TestApp},
+    test_app::TestApp,
     user_service_stub::{SLOW_ID, UserServiceStub, user},
     validation::problem,
 };
 
 /// An app, a stub user-service on its queue, and a token.
-async fn setup(tweak: impl FnOnce(&mut auth_service::Config)) -> (TestApp, UserServiceStub, String) {
+async fn setup(tweak: impl FnOnce(ServiceEnv) -> ServiceEnv) -> (TestApp, UserServiceStub, String) {
     let app = TestApp::spawn_with(tweak).await;
-    let stub = UserServiceStub::start(&app.broker_url, &app.user_queue).await;
+    let stub = UserServiceStub::start(app.broker_url(), app.user_queue()).await;
     app.wait_ready(StatusCode::OK).await;
     let (_, token) = app.user_with_token("caller@example.com").await;
     (app, stub, token)
@@ -25,7 +25,7 @@ async fn setup(tweak: impl FnOnce(&mut auth_service::Config)) -> (TestApp, UserS
 
 #[tokio::test]
 async fn a_known_user_is_200_with_the_profile() {
-    let (app, stub, token) = setup(|_| {}).await;
+    let (app, stub, token) = setup(|env| env).await;
     let id = Uuid::new_v4();
     stub.directory.add(user(id, "grace@example.com", "Grace"));
 
@@ -41,7 +41,7 @@ async fn a_known_user_is_200_with_the_profile() {
 
 #[tokio::test]
 async fn me_is_the_callers_own_profile() {
-    let (app, stub, _) = setup(|_| {}).await;
+    let (app, stub, _) = setup(|env| env).await;
     let (me, token) = app.user_with_token("me@example.com").await;
     stub.directory.add_json(&me);
     let response = app.get("/users/me", Some(&token)).await;
@@ -51,7 +51,7 @@ async fn me_is_the_callers_own_profile() {
 
 #[tokio::test]
 async fn an_unknown_user_is_404() {
-    let (app, _stub, token) = setup(|_| {}).await;
+    let (app, _stub, token) = setup(|env| env).await;
     let response = app.get(&format!("/users/{}", Uuid::new_v4()), Some(&token)).await;
     let problem = problem(response, StatusCode::NOT_FOUND).await;
     assert_eq!(problem["detail"], "user not found");
@@ -59,7 +59,7 @@ async fn an_unknown_user_is_404() {
 
 #[tokio::test]
 async fn a_malformed_id_is_the_user_services_400() {
-    let (app, _stub, token) = setup(|_| {}).await;
+    let (app, _stub, token) = setup(|env| env).await;
     let response = app.get("/users/not-a-uuid", Some(&token)).await;
     let problem = problem(response, StatusCode::BAD_REQUEST).await;
     assert_eq!(problem["detail"], "invalid user id");
@@ -67,7 +67,7 @@ async fn a_malformed_id_is_the_user_services_400() {
 
 #[tokio::test]
 async fn a_slow_user_service_is_504() {
-    let (app, _stub, token) = setup(|config| config.rpc_timeout = Duration::from_millis(300)).await;
+    let (app, _stub, token) = setup(|env| env.set("RPC_TIMEOUT_MS", "300")).await;
     let started = std::time::Instant::now();
     let response = app.get(&format!("/users/{SLOW_ID}"), Some(&token)).await;
     problem(response, StatusCode::GATEWAY_TIMEOUT).await;
@@ -77,7 +77,7 @@ async fn a_slow_user_service_is_504() {
 #[tokio::test]
 async fn a_service_without_the_handler_is_502() {
     let app = TestApp::spawn().await;
-    let _stub = UserServiceStub::start_without_handlers(&app.broker_url, &app.user_queue).await;
+    let _stub = UserServiceStub::start_without_handlers(app.broker_url(), app.user_queue()).await;
     app.wait_ready(StatusCode::OK).await;
     let (_, token) = app.user_with_token("caller@example.com").await;
     let response = app.get(&format!("/users/{}", Uuid::new_v4()), Some(&token)).await;
@@ -88,7 +88,7 @@ async fn a_service_without_the_handler_is_502() {
 async fn an_unreachable_broker_is_503() {
     let proxy = ChaosProxy::in_front_of(&tests::amqp_url().await).await;
     let amqp_url = proxy.url_for(&tests::amqp_url().await);
-    let (app, _stub, token) = setup(|config| config.broker.amqp_url = amqp_url.into()).await;
+    let (app, _stub, token) = setup(|env| env.set("AMQP_URL", amqp_url)).await;
     let id = Uuid::new_v4();
 
     proxy.cut().await;
@@ -110,7 +110,7 @@ async fn an_unreachable_broker_is_503() {
 
 #[tokio::test]
 async fn the_request_trace_reaches_the_user_service() {
-    let (app, stub, token) = setup(|_| {}).await;
+    let (app, stub, token) = setup(|env| env).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
 

@@ -127,7 +127,7 @@ async fn length_limits_are_enforced_at_their_boundaries() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_are_413() {
-    let app = TestApp::spawn_with(|config| config.body_limit = 16 * 1024).await;
+    let app = TestApp::spawn_with(|env| env.set("BODY_LIMIT_BYTES", (16 * 1024).to_string())).await;
     let name = "n".repeat(17 * 1024);
     let body = json!({"email": "ada@example.com", "password": PASSWORD, "name": name}).to_string();
 
