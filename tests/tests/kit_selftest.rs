@@ -11,20 +11,15 @@ use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor, transport::smtp::authentication::Credentials,
 };
 use serde_json::json;
-use tests::DEADLINE;
 use tests::nest::{EmitTarget, NestServer, nest_emit, nest_send, nest_send_many};
 use tests::smtp::{SmtpMode, SmtpSink};
+use tests::{DEADLINE, unique};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 const KNOWN_USER: &str = "4fb7e234-2daa-5fed-bdf6-93f8f482da80";
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A name no other test run uses: `prefix_<uuid v4, simple form>`.
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
-}
 
 /// Deletes the durable queues and exchanges a test declared, so reruns leave no litter.
 async fn delete_broker_objects(queues: &[&str], exchanges: &[&str]) {
