@@ -85,7 +85,7 @@ pub enum ParkReason {
     Permanent,
     /// Not a NestJS packet (not JSON, no pattern).
     Undecodable,
-    /// An event nobody here handles.
+    /// A message nobody here handles (an event is parked; a request is also answered).
     NoHandler,
 }
 

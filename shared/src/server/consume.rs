@@ -11,7 +11,11 @@ use lapin::{
 use serde_json::{Value, value::RawValue};
 use tracing::Instrument;
 
-use super::{MessageContext, Outlet, Shared, handler::Route, reply::ReplyTo};
+use super::{
+    MessageContext, Outlet, Shared,
+    handler::{InvalidPayload, Route},
+    reply::ReplyTo,
+};
 use crate::{
     error::{EventFailure, FailureKind, RpcException, chain},
     retry::{ParkReason, Parking, RepublishError},
@@ -85,12 +89,21 @@ async fn handle_request<S: Clone + Send + Sync + 'static>(
     data: Box<RawValue>,
     id: &str,
 ) -> &'static str {
+    let attempts = context.attempt;
+    // A poison request (a payload that is not its contract, a pattern nobody handles) is
+    // answered and parked: the caller learns at once, the operator finds it in the DLQ.
+    let mut poison = None;
     let (body, outcome) = match shared.routes.get(&context.pattern) {
         Some(Route::Request(handler)) => {
             let result = AssertUnwindSafe(handler(context, &shared.state, &data)).catch_unwind().await;
             match result {
                 Ok(Ok(body)) => (body, "ok"),
-                Ok(Err(exception)) => (error_body(&exception), log_exception(&exception)),
+                Ok(Err(exception)) => {
+                    if let Some(invalid) = exception.source().filter(|source| source.is::<InvalidPayload>()) {
+                        poison = Some((ParkReason::Permanent, chain(invalid)));
+                    }
+                    (error_body(&exception), log_exception(&exception))
+                }
                 Err(_) => {
                     tracing::error!("request handler panicked");
                     (error_body(&RpcException::value(internal_error())), "error")
@@ -98,7 +111,8 @@ async fn handle_request<S: Clone + Send + Sync + 'static>(
             }
         }
         _ => {
-            tracing::warn!("no handler for this request pattern");
+            tracing::warn!("no handler for this request pattern; parking it");
+            poison = Some((ParkReason::NoHandler, "no request handler for this pattern".to_owned()));
             (wire::encode_no_handler(id), "no-handler")
         }
     };
@@ -106,7 +120,13 @@ async fn handle_request<S: Clone + Send + Sync + 'static>(
         Some(reply_to) => reply_to.send(&outlet.channel, &body).await,
         None => tracing::warn!("request without reply_to: nobody to answer"),
     }
-    ack(delivery).await;
+    match poison {
+        Some((reason, error)) => {
+            let parking = Parking { reason, error: &error, attempts };
+            settle(outlet.failures.park(delivery, parking).await, delivery).await;
+        }
+        None => ack(delivery).await,
+    }
     outcome
 }
 

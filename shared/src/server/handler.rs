@@ -101,8 +101,10 @@ impl<S: Send + Sync + 'static> Route<S> {
             let request = match serde_json::from_str::<H::Request>(data.get()) {
                 Ok(request) => request,
                 Err(error) => {
+                    // Answered 400, and marked so that the consume loop parks the request too.
                     let message = format!("invalid payload for {}: {error}", context.pattern);
-                    return Box::pin(async move { Err(RpcException::status(400, message)) });
+                    let exception = RpcException::status(400, message).with_source(InvalidPayload(error));
+                    return Box::pin(async move { Err(exception) });
                 }
             };
             let future = handler.call(context, state, request);
@@ -121,7 +123,8 @@ impl<S: Send + Sync + 'static> Route<S> {
     }
 }
 
-/// An event whose data does not match its contract: parked at once, retrying cannot help.
+/// A message whose data does not match its contract: parked at once, retrying cannot help
+/// (a request is also answered 400).
 #[derive(Debug, thiserror::Error)]
-#[error("the event payload does not match its contract")]
+#[error("the payload does not match its contract")]
 pub struct InvalidPayload(#[source] pub serde_json::Error);

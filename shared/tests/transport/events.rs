@@ -159,7 +159,22 @@ async fn an_undecodable_request_is_answered_and_parked() {
         .send_raw(&json!({"cmd": "echo"}), &json!(null), shared::SendOptions::default())
         .await
         .unwrap_err();
-    // `data: null` is a packet with a bad payload (answered 400), not a poison message.
-    assert!(matches!(&error, RpcError::Remote { error, .. } if error.status() == Some(400)), "{error:?}");
-    tests::BrokerProbe::connect(&fixture.amqp_url).await.assert_empty(&fixture.dlq()).await;
+    // `data: null` is not an `Echo`: the caller is answered 400 at once...
+    let RpcError::Remote { error, .. } = &error else { panic!("expected a 400 error object, got {error:?}") };
+    assert_eq!(error.status(), Some(400), "{error:?}");
+    assert!(error.message().unwrap_or_default().starts_with(r#"invalid payload for {"cmd":"echo"}: "#), "{error:?}");
+    // ...and the request is parked with the reason, as a poison message.
+    let probe = tests::BrokerProbe::connect(&fixture.amqp_url).await;
+    let parked = probe.wait_for_message(&fixture.dlq(), DEADLINE).await;
+    assert_eq!(parked.json()["pattern"], json!({"cmd": "echo"}));
+    assert_eq!(parked.json()["data"], json!(null));
+    assert_eq!(parked.header(retry::FAILURE_HEADER), Some(&json!("permanent")));
+    assert_eq!(parked.header(retry::ATTEMPTS_HEADER), Some(&json!(1)));
+    let reason = parked.header(retry::ERROR_HEADER).and_then(|v| v.as_str()).unwrap();
+    assert!(reason.starts_with("the payload does not match its contract: "), "{reason}");
+    // A handler's own 400 is an answer, not a poison message: nothing more is parked.
+    let refused = fixture.client.send(&crate::Fail { status: Some(400) }).await.unwrap_err();
+    assert!(matches!(&refused, RpcError::Remote { error, .. } if error.status() == Some(400)), "{refused:?}");
+    probe.assert_empty(&fixture.dlq()).await;
+    probe.assert_empty(&fixture.queue).await;
 }

@@ -4,6 +4,7 @@
 
 mod events;
 mod nest_interop;
+mod poison;
 mod reconnect;
 mod rpc;
 mod shutdown;
