@@ -2,11 +2,15 @@
 //! uniquely named queues and exchange, so they run in parallel and re-run without cleanup.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod emit_errors;
 mod events;
 mod nest_interop;
 mod poison;
+mod prefetch;
 mod reconnect;
+mod retry_schedule;
 mod rpc;
+mod settlement;
 mod shutdown;
 
 use std::{
@@ -232,4 +236,11 @@ impl Drop for Fixture {
         self.server_shutdown.cancel();
         self.client_shutdown.cancel();
     }
+}
+
+/// Deletes `queue`, its DLQ and the delay queues `policy` declares (best effort).
+pub async fn delete_queue_and_failure_queues(probe: &tests::BrokerProbe, queue: &str, policy: &RetryPolicy) {
+    let mut names = vec![queue.to_owned(), shared::topology::dlq_name(queue)];
+    names.extend(policy.delays().into_iter().map(|delay| shared::topology::retry_queue_name(queue, delay)));
+    probe.delete_queues(&names.iter().map(String::as_str).collect::<Vec<_>>()).await;
 }
