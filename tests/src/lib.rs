@@ -16,6 +16,7 @@ pub mod harness;
 pub mod infra;
 pub mod logs;
 pub mod names;
+pub mod process;
 mod teardown;
 pub mod urls;
 
