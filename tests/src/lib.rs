@@ -14,6 +14,7 @@ pub mod db;
 pub mod eventually;
 pub mod harness;
 pub mod infra;
+pub mod local_postgres;
 pub mod logs;
 pub mod names;
 pub mod process;
