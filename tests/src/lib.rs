@@ -15,6 +15,7 @@ pub mod eventually;
 pub mod harness;
 pub mod infra;
 pub mod local_postgres;
+pub mod local_rabbit;
 pub mod logs;
 pub mod names;
 pub mod process;
