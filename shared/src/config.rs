@@ -298,7 +298,7 @@ fn non_blank(value: Option<String>) -> Option<String> {
 }
 
 /// A URL or secret: parsed as is, never shown by `Debug` or `--help`.
-fn secret(text: &str) -> Result<SecretString, Infallible> {
+pub fn secret(text: &str) -> Result<SecretString, Infallible> {
     Ok(SecretString::from(text.to_owned()))
 }
 
@@ -309,7 +309,7 @@ fn broker_urls(text: &str) -> Result<SecretString, BrokerUrlsError> {
 }
 
 /// Milliseconds, at least 1.
-fn millis(text: &str) -> Result<Duration, String> {
+pub fn millis(text: &str) -> Result<Duration, String> {
     text.trim()
         .parse::<NonZeroU64>()
         .map(|ms| Duration::from_millis(ms.get()))
@@ -362,7 +362,7 @@ pub struct DatabaseSettings {
     /// Connections in the pool at most; calls beyond it wait for one
     #[arg(long = "database-max-connections", env = "DATABASE_MAX_CONNECTIONS", value_name = "N", default_value = "10")]
     pub database_max_connections: NonZeroU32,
-    /// Bound on every database call, waiting for a pooled connection included, in ms
+    /// Longest wait for a pooled database connection (services that bound each query use it there too), in ms
     #[arg(long = "database-timeout-ms", env = "DATABASE_TIMEOUT_MS", value_name = "MS", default_value = "2000", value_parser = millis)]
     pub database_timeout: Duration,
 }

@@ -8,7 +8,7 @@ use clap::{Args, FromArgMatches};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{self, Invocation, LogSettings, ServiceSpec},
+    config::{self, ConfigError, Invocation, LogSettings, ServiceSpec},
     ops, shutdown, telemetry,
 };
 
@@ -16,6 +16,12 @@ use crate::{
 pub trait ServiceConfig: Args + FromArgMatches {
     /// The logging settings, applied before the service is built.
     fn log(&self) -> &LogSettings;
+
+    /// Checks that need several settings at once (e.g. a secret required outside development).
+    /// Runs before the service is built; an error exits like any configuration error.
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
 }
 
 /// Runs a service binary. `run` builds the service and returns when it has stopped; an error
@@ -32,6 +38,11 @@ where
         Ok(invocation) => invocation,
         Err(error) => return error.exit(),
     };
+    if let Invocation::Run { config, .. } = &invocation
+        && let Err(error) = config.validate()
+    {
+        return error.exit();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
