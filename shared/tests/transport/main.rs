@@ -2,9 +2,12 @@
 //! uniquely named queues and exchange, so they run in parallel and re-run without cleanup.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod declarations;
 mod emit_errors;
 mod events;
 mod nest_interop;
+mod panics;
+mod parking;
 mod poison;
 mod prefetch;
 mod reconnect;
