@@ -15,6 +15,7 @@ mod retry_schedule;
 mod rpc;
 mod settlement;
 mod shutdown;
+mod topology_recovery;
 
 use std::{
     sync::{
