@@ -9,7 +9,6 @@
 //! passwords are [`SecretString`]s, so `{:?}` of a `Config` shows no credentials.
 
 use std::{
-    convert::Infallible,
     net::SocketAddr,
     num::{NonZeroU64, NonZeroUsize},
     time::Duration,
@@ -18,7 +17,7 @@ use std::{
 use clap::Args;
 use secrecy::{ExposeSecret as _, SecretString};
 use shared::{
-    config::{BrokerSettings, ConfigError, DatabaseSettings, LogSettings, ServiceSpec},
+    config::{BrokerSettings, ConfigError, DatabaseSettings, LogSettings, ServiceSpec, millis, secret},
     startup::ServiceConfig,
 };
 
@@ -141,7 +140,7 @@ impl Config {
     /// their default), then checks the token key as the service will at start.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let config: Self = shared::config::from_lookup(&SERVICE, lookup)?;
-        config.jwt.key()?;
+        config.validate()?;
         Ok(config)
     }
 }
@@ -149,6 +148,12 @@ impl Config {
 impl ServiceConfig for Config {
     fn log(&self) -> &LogSettings {
         &self.log
+    }
+
+    /// The token key rule, checked before the service starts (exit code 2 like any other
+    /// configuration error).
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.jwt.key().map(drop)
     }
 }
 
@@ -190,16 +195,6 @@ impl JwtSettings {
         }
         Ok(key)
     }
-}
-
-/// A secret: parsed as is, never shown by `Debug` or `--help`.
-fn secret(text: &str) -> Result<SecretString, Infallible> {
-    Ok(SecretString::from(text))
-}
-
-/// Milliseconds, at least 1.
-fn millis(text: &str) -> Result<Duration, String> {
-    positive(text, "milliseconds").map(Duration::from_millis)
 }
 
 /// Seconds, at least 1.

@@ -108,13 +108,13 @@ async fn an_invalid_setting_stops_the_start_with_exit_code_2_naming_it() {
 #[tokio::test]
 async fn without_a_jwt_key_outside_dev_the_service_does_not_start_and_says_why() {
     let output = run(&[], &[("JWT_SECRET", "too short, and a secret")]).await;
-    assert_ne!(output.status.code(), Some(0));
+    assert_eq!(output.status.code(), Some(2), "a configuration error");
     let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
     assert!(said.contains("JWT_SECRET=(hidden) is invalid: must be at least 32 bytes"), "{said}");
     assert!(!said.contains("too short, and a secret"), "the key is never shown: {said}");
 
     let output = run(&[], &[]).await;
-    assert_ne!(output.status.code(), Some(0));
+    assert_eq!(output.status.code(), Some(2), "a configuration error");
     let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
     assert!(said.contains("JWT_SECRET is required"), "{said}");
 }
