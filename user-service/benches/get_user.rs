@@ -33,7 +33,7 @@ use shared::{
     contracts::{GetUser, User},
     topology, wire,
 };
-use tests::{BrokerProbe, TestDb, amqp_url, unique};
+use tests::{BrokerProbe, DEADLINE, ServiceEnv, TestDb, unique};
 use tokio::sync::oneshot;
 use user_service::{App, Config};
 
@@ -42,18 +42,16 @@ const PREFETCH: u16 = 32;
 #[tokio::main]
 async fn main() {
     let settings = Settings::from_env();
-    let amqp = amqp_url().await;
-    let db = TestDb::create().await;
-    let user_queue = unique("bench_user_queue");
-    let events_queue = unique("bench_user_events");
-    let exchange = unique("bench_events");
+    // The harness's names, database and cleanup; the service's own defaults otherwise.
+    let env = ServiceEnv::new().await.set("PREFETCH", PREFETCH.to_string());
+    let amqp = env.amqp_url().to_owned();
     let raw_queue = unique("bench_raw");
     let shutdown = CancellationToken::new();
 
-    let app = start_service(&amqp, &db, &user_queue, &events_queue, &exchange, shutdown.clone()).await;
-    let user = seed(&db).await;
+    let app = start_service(&env, shutdown.clone()).await;
+    let user = seed(env.db()).await;
     let client = Client::start(
-        ClientConfig::new(BrokerConfig::new(amqp.clone(), "bench-client")).queue(&user_queue),
+        ClientConfig::new(BrokerConfig::new(amqp.clone(), "bench-client")).queue(env.user_queue()),
         shutdown.clone(),
     );
     assert!(client.wait_connected(Duration::from_secs(10)).await, "bench client did not connect");
@@ -120,14 +118,8 @@ async fn main() {
     shutdown.cancel();
     app.run_until_stopped().await;
     raw_server.stop().await;
-    let probe = BrokerProbe::connect(&amqp).await;
-    let mut queues = vec![raw_queue.clone(), user_queue.clone(), events_queue.clone()];
-    for queue in [&user_queue, &events_queue] {
-        queues.push(topology::dlq_name(queue));
-        queues.extend(shared::RetryPolicy::default().delays().iter().map(|d| topology::retry_queue_name(queue, *d)));
-    }
-    probe.delete_queues(&queues.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    probe.delete_exchange(&exchange).await;
+    BrokerProbe::connect(&amqp).await.delete_queues(&[&raw_queue]).await;
+    env.finish().await;
 }
 
 struct Settings {
@@ -150,26 +142,10 @@ impl Settings {
     }
 }
 
-async fn start_service(
-    amqp: &str,
-    db: &TestDb,
-    user_queue: &str,
-    events_queue: &str,
-    exchange: &str,
-    shutdown: CancellationToken,
-) -> App {
-    let vars = HashMap::from([
-        ("AMQP_URL", amqp.to_owned()),
-        ("DATABASE_URL", db.url.clone()),
-        ("OPS_ADDR", "127.0.0.1:0".to_owned()),
-        ("USER_QUEUE", user_queue.to_owned()),
-        ("USER_EVENTS_QUEUE", events_queue.to_owned()),
-        ("EVENTS_EXCHANGE", exchange.to_owned()),
-        ("PREFETCH", PREFETCH.to_string()),
-    ]);
-    let config = Config::from_lookup(|var| vars.get(var).cloned()).expect("bench configuration");
+async fn start_service(env: &ServiceEnv, shutdown: CancellationToken) -> App {
+    let config = Config::from_lookup(|var| env.lookup(var)).expect("bench configuration");
     let app = App::build(config, shutdown).await.expect("user-service starts");
-    assert!(app.wait_ready(Duration::from_secs(10)).await, "user-service did not start consuming");
+    assert!(app.wait_ready(DEADLINE).await, "user-service did not start consuming");
     app
 }
 

@@ -1,7 +1,8 @@
 //! `{cmd:"get_user"}` through the shared client.
 
 use serde_json::json;
-use shared::{Request, SendOptions, contracts::GetUser};
+use shared::{Request, SendOptions, contracts::GetUser, topology};
+use tests::DEADLINE;
 
 use crate::support::{TestApp, new_user, remote_error};
 
@@ -52,13 +53,19 @@ async fn an_id_that_is_not_a_uuid_is_answered_with_400_naming_the_problem() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_without_an_id_is_answered_with_400() {
+async fn a_request_without_an_id_is_answered_with_400_and_parked() {
     let app = TestApp::spawn().await;
 
     for data in [json!({}), json!({"id": 42}), json!(null)] {
         let reply = app.client.send_raw(&GetUser::pattern(), &data, SendOptions::default()).await;
         let (status, _) = remote_error(reply);
         assert_eq!(status, Some(400), "data {data}");
+    }
+    // A request that breaks its contract is also parked, for the operator to see.
+    let dlq = topology::dlq_name(&app.queue);
+    for _ in 0..3 {
+        let parked = app.probe.wait_for_message(&dlq, DEADLINE).await;
+        assert_eq!(parked.header("x-failure"), Some(&json!("permanent")), "{parked:?}");
     }
     app.finish().await;
 }

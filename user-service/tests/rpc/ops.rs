@@ -1,9 +1,10 @@
 //! The ops port: liveness, readiness, metrics and the `healthcheck` probe.
 
 use shared::ops;
+use tests::DEADLINE;
 use uuid::Uuid;
 
-use crate::support::{DEADLINE, TestApp, created, http_status, metrics_text, new_user};
+use crate::support::{TestApp, created, http_status, metrics_text, new_user};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_and_readyz_answer_200_when_all_is_up() {

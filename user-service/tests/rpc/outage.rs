@@ -3,17 +3,20 @@
 
 use std::time::Instant;
 
-use tests::{ChaosProxy, TestDb, eventually};
+use tests::{ChaosProxy, DEADLINE, eventually};
 use uuid::Uuid;
 
-use crate::support::{DEADLINE, RPC_TIMEOUT, TestApp, created, http_status, metrics_text, new_user, remote_error};
+use crate::support::{
+    RPC_TIMEOUT, TestApp, created, http_status, metrics_text, new_user, remote_error, test_env, with_settings,
+};
 
 /// Starts the service with its database reached through a chaos proxy.
 async fn spawn_behind_proxy(settings: &[(&str, &str)]) -> (TestApp, ChaosProxy) {
-    let db = TestDb::create().await;
-    let proxy = ChaosProxy::in_front_of(&db.url).await;
-    let url = proxy.url_for(&db.url);
-    (TestApp::spawn_on(db, Some(url), settings).await, proxy)
+    let env = test_env().await;
+    let proxy = ChaosProxy::in_front_of(&env.db().url).await;
+    let proxied = proxy.url_for(&env.db().url);
+    let env = env.set("DATABASE_URL", proxied);
+    (TestApp::spawn_in(with_settings(env, settings)).await, proxy)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,10 +4,10 @@
 use lapin::BasicProperties;
 use serde_json::json;
 use shared::contracts::User;
-use tests::eventually;
+use tests::{DEADLINE, eventually};
 use uuid::Uuid;
 
-use crate::support::{DEADLINE, TestApp, at, created, new_user};
+use crate::support::{TestApp, at, created, new_user};
 
 /// One handler at a time, in queue order: once a later event is visible, every earlier one
 /// has been handled.

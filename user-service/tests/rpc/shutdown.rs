@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use shared::{RpcError, SendOptions, contracts::GetUser};
-use tests::eventually;
+use tests::{DEADLINE, eventually};
 
-use crate::support::{DEADLINE, TestApp, new_user};
+use crate::support::{TestApp, new_user};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_in_flight_at_shutdown_is_answered_and_later_ones_wait_in_the_queue() {

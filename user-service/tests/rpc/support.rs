@@ -1,7 +1,8 @@
-//! `TestApp`: the real service started in-process through `App::build`, on a fresh database
-//! and on queue and exchange names of its own, plus a client and a broker probe to drive it.
+//! `TestApp`: the real service started in-process through `App::build`, in a
+//! [`tests::ServiceEnv`] (a fresh database, queue and exchange names of its own, the fast retry
+//! policy), plus a client and a broker probe to drive it.
 
-use std::{collections::HashMap, net::SocketAddr, sync::mpsc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use chrono::{DateTime, Utc};
 use shared::{
@@ -10,26 +11,31 @@ use shared::{
     topology,
 };
 use sqlx::PgPool;
-use tests::{BrokerProbe, TestDb, amqp_url, logs, unique};
+use tests::{BrokerProbe, DEADLINE, ServiceEnv};
+use tokio_util::sync::DropGuard;
 use user_service::{App, Config};
 use uuid::Uuid;
 
-/// How long anything a test waits for may take.
-pub const DEADLINE: Duration = Duration::from_secs(15);
 /// The callers' RPC timeout (the default of auth-service's `RPC_TIMEOUT_MS`).
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Short retries, so that a failing event reaches its DLQ within a test's patience.
-const TEST_RETRY: [(&str, &str); 4] = [
-    ("RETRY_MAX_ATTEMPTS", "3"),
-    ("RETRY_INITIAL_DELAY_MS", "50"),
-    ("RETRY_MULTIPLIER", "2"),
-    ("RETRY_MAX_DELAY_MS", "200"),
-];
+/// What this suite sets over the harness's variables: a small pool (many tests run at once
+/// on one Postgres) and a grace period well inside [`DEADLINE`].
+const SUITE_SETTINGS: [(&str, &str); 2] = [("DATABASE_MAX_CONNECTIONS", "4"), ("SHUTDOWN_GRACE_MS", "5000")];
+
+/// The harness's env with this suite's settings.
+pub async fn test_env() -> ServiceEnv {
+    with_settings(ServiceEnv::new().await, &SUITE_SETTINGS)
+}
+
+/// `env` with each (variable, value) of `settings` set.
+pub fn with_settings(env: ServiceEnv, settings: &[(&str, &str)]) -> ServiceEnv {
+    settings.iter().fold(env, |env, &(var, value)| env.set(var, value))
+}
 
 /// One running user-service and what a test needs around it. Dropping it stops the service
-/// and deletes its queues and exchange; [`TestApp::finish`] also checks that nothing was
-/// parked unexpectedly.
+/// and the client; the env then deletes its queues, exchange and database.
+/// [`TestApp::finish`] also checks that nothing was parked unexpectedly.
 pub struct TestApp {
     pub amqp_url: String,
     pub queue: String,
@@ -43,10 +49,10 @@ pub struct TestApp {
     /// A pool on the service's database, for the test's own reads and writes.
     pub pool: PgPool,
     app: Option<App>,
-    client_shutdown: CancellationToken,
-    retry_delays: Vec<Duration>,
-    /// Declared last, so the database is dropped after everything that uses it.
-    _db: TestDb,
+    /// Stops the service when a test fails before [`TestApp::finish`].
+    _stop_on_drop: DropGuard,
+    /// Declared last, so the database and broker objects go after everything that uses them.
+    env: ServiceEnv,
 }
 
 impl TestApp {
@@ -55,63 +61,45 @@ impl TestApp {
         TestApp::spawn_with(&[]).await
     }
 
-    /// Like [`TestApp::spawn`], with `settings` (variable, value) read over the test defaults.
+    /// Like [`TestApp::spawn`], with `settings` (variable, value) set over the test defaults.
     pub async fn spawn_with(settings: &[(&str, &str)]) -> TestApp {
-        let db = TestDb::create().await;
-        TestApp::spawn_on(db, None, settings).await
+        TestApp::spawn_in(with_settings(test_env().await, settings)).await
     }
 
-    /// Starts the service on `db`, reaching it through `database_url` when given (e.g. a
-    /// chaos proxy in front of it).
-    pub async fn spawn_on(db: TestDb, database_url: Option<String>, settings: &[(&str, &str)]) -> TestApp {
-        logs::init();
-        let amqp_url = amqp_url().await;
-        let queue = unique("user_queue");
-        let events_queue = unique("user_events_queue");
-        let exchange = unique("events");
-        let mut vars: HashMap<&str, String> = HashMap::from([
-            ("AMQP_URL", amqp_url.clone()),
-            ("DATABASE_URL", database_url.unwrap_or_else(|| db.url.clone())),
-            ("OPS_ADDR", "127.0.0.1:0".to_owned()),
-            ("USER_QUEUE", queue.clone()),
-            ("USER_EVENTS_QUEUE", events_queue.clone()),
-            ("EVENTS_EXCHANGE", exchange.clone()),
-            ("DATABASE_MAX_CONNECTIONS", "4".to_owned()),
-            ("SHUTDOWN_GRACE_MS", "5000".to_owned()),
-        ]);
-        vars.extend(TEST_RETRY.iter().chain(settings).map(|&(var, value)| (var, value.to_owned())));
-        let config = Config::from_lookup(|var| vars.get(var).cloned()).expect("test configuration");
-        let retry_delays = config.retry.policy().delays();
-
+    /// Starts the service in `env` (from [`test_env`], e.g. with `DATABASE_URL` pointing at a
+    /// chaos proxy).
+    pub async fn spawn_in(env: ServiceEnv) -> TestApp {
+        let config = Config::from_lookup(|var| env.lookup(var)).expect("test configuration");
         let shutdown = CancellationToken::new();
+        let shutdown_guard = shutdown.clone().drop_guard();
         let app = App::build(config, shutdown.clone()).await.expect("user-service starts");
         assert!(app.wait_ready(DEADLINE).await, "user-service did not start consuming");
 
-        let client_shutdown = CancellationToken::new();
+        let amqp_url = env.amqp_url().to_owned();
         let client = Client::start(
             ClientConfig::new(BrokerConfig::new(amqp_url.clone(), "user-service-tests"))
-                .queue(&queue)
-                .events_exchange(&exchange)
+                .queue(env.user_queue())
+                .events_exchange(env.events_exchange())
                 .timeout(RPC_TIMEOUT),
-            client_shutdown.clone(),
+            // The client is stopped on its own (Client::shutdown), never by the service's token.
+            CancellationToken::new(),
         );
         assert!(client.wait_connected(DEADLINE).await, "test client did not connect");
         let probe = BrokerProbe::connect(&amqp_url).await;
-        let pool = db.pool().await;
+        let pool = env.db().pool().await;
         TestApp {
             amqp_url,
-            queue,
-            events_queue,
-            exchange,
+            queue: env.user_queue().to_owned(),
+            events_queue: env.user_events_queue().to_owned(),
+            exchange: env.events_exchange().to_owned(),
             ops_addr: app.ops_addr(),
             shutdown,
             client,
             probe,
             pool,
             app: Some(app),
-            client_shutdown,
-            retry_delays,
-            _db: db,
+            _stop_on_drop: shutdown_guard,
+            env,
         }
     }
 
@@ -170,46 +158,14 @@ impl TestApp {
         }
     }
 
-    /// Stops the service, then asserts that neither queue's DLQ holds an unexpected message.
+    /// Stops the service and the client, then lets the env assert that no dead-letter queue
+    /// holds an unexpected message and delete the test's broker objects and database.
     pub async fn finish(mut self) {
         self.stop().await;
-        self.probe.assert_empty(&self.dlq()).await;
-        self.probe.assert_empty(&topology::dlq_name(&self.queue)).await;
-    }
-
-    fn broker_names(&self) -> (Vec<String>, String) {
-        let mut queues = vec![self.queue.clone(), self.events_queue.clone()];
-        for queue in [&self.queue, &self.events_queue] {
-            queues.push(topology::dlq_name(queue));
-            queues.extend(self.retry_delays.iter().map(|delay| topology::retry_queue_name(queue, *delay)));
-        }
-        (queues, self.exchange.clone())
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        self.client_shutdown.cancel();
-        // Drop may run inside the test's runtime: delete the broker objects from a thread
-        // with a runtime of its own, and wait for it with a bound.
-        let (queues, exchange) = self.broker_names();
-        let amqp_url = self.amqp_url.clone();
-        let (done, finished) = mpsc::channel();
-        let spawned = std::thread::Builder::new().name("drop-test-app".into()).spawn(move || {
-            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                runtime.block_on(async {
-                    let probe = BrokerProbe::connect(&amqp_url).await;
-                    let queues: Vec<&str> = queues.iter().map(String::as_str).collect();
-                    probe.delete_queues(&queues).await;
-                    probe.delete_exchange(&exchange).await;
-                });
-            }
-            let _ = done.send(());
-        });
-        if spawned.is_ok() && finished.recv_timeout(Duration::from_secs(10)).is_err() {
-            eprintln!("test app: could not delete queues of {}", self.queue);
-        }
+        self.client.shutdown().await;
+        let TestApp { env, pool, .. } = self;
+        pool.close().await;
+        env.finish().await;
     }
 }
 
