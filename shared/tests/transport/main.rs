@@ -5,6 +5,7 @@
 mod declarations;
 mod emit_errors;
 mod events;
+mod metrics;
 mod nest_interop;
 mod panics;
 mod parking;
