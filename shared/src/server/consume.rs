@@ -117,6 +117,9 @@ async fn handle_request<S: Clone + Send + Sync + 'static>(
         }
     };
     match ReplyTo::of(delivery, Some(id)) {
+        Some(_) if redelivered_on_a_cluster(shared, delivery) => {
+            tracing::warn!("redelivered request on a cluster: not answered (its caller's node may be gone)");
+        }
         Some(reply_to) => reply_to.send(&outlet.channel, &body).await,
         None => tracing::warn!("request without reply_to: nobody to answer"),
     }
@@ -128,6 +131,22 @@ async fn handle_request<S: Clone + Send + Sync + 'static>(
         None => ack(delivery).await,
     }
     outcome
+}
+
+/// Whether a request came back after a lost consumer while the broker is a cluster. Its
+/// reply is not sent: the caller's direct reply-to address may belong to a node that has just
+/// left, and RabbitMQ 3.10 closes the whole connection of whoever publishes to such an address
+/// (`rabbit_channel:deliver_reply` fails with `case_clause`), so answering would break this
+/// server's link again on every redelivery. A caller on that node already failed with
+/// `Unavailable`; one still waiting elsewhere times out.
+fn redelivered_on_a_cluster<S>(shared: &Shared<S>, delivery: &Delivery) -> bool {
+    let counted = delivery.properties.headers().as_ref().is_some_and(|headers| {
+        headers
+            .inner()
+            .get(crate::retry::DELIVERY_COUNT_HEADER)
+            .is_some_and(|count| super::amqp_to_json(count).as_u64().is_some_and(|count| count > 0))
+    });
+    shared.config.broker.urls.len() > 1 && (delivery.redelivered || counted)
 }
 
 fn error_body(exception: &RpcException) -> Vec<u8> {
