@@ -75,7 +75,6 @@ mod tests {
 
     use std::{collections::HashMap, time::Duration};
 
-    use clap::Args as _;
     use secrecy::ExposeSecret;
     use shared::{RetryPolicy, telemetry::LogFormat};
 
@@ -150,10 +149,22 @@ mod tests {
     }
 
     #[test]
-    fn help_lists_the_service_s_own_variables() {
-        let help = Config::augment_args(clap::Command::new(SERVICE.name)).render_long_help().to_string();
-        for var in ["USER_QUEUE", "USER_EVENTS_QUEUE", "DATABASE_MAX_CONNECTIONS", "PREFETCH", "OPS_ADDR", "RUST_LOG"] {
-            assert!(help.contains(&format!("env: {var}")), "{var} missing from:\n{help}");
-        }
+    fn the_readme_table_lists_every_setting_with_its_default() {
+        let readme = include_str!("../README.md");
+        let section = readme.split("### Configuration").nth(1).and_then(|rest| rest.split("\n### ").next());
+        let documented: Vec<(String, String)> = section
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(|row| {
+                let cells: Vec<&str> = row.split('|').map(|cell| cell.trim().trim_matches('`')).collect();
+                (cells[1].to_owned(), cells[2].to_owned())
+            })
+            .collect();
+        let settings: Vec<(String, String)> = shared::config::settings::<Config>(&SERVICE)
+            .into_iter()
+            .map(|setting| (setting.var, setting.default.unwrap_or_default()))
+            .collect();
+        assert_eq!(documented, settings, "README.md's configuration table against --help, in its order");
     }
 }

@@ -4,29 +4,9 @@
 use std::process::Output;
 
 use tokio::process::Command;
+use user_service::{Config, SERVICE};
 
 use crate::support::TestApp;
-
-/// Every setting of the README's table, with its default.
-const SETTINGS: [(&str, &str); 17] = [
-    ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
-    ("AMQP_RECONNECT_MAX_MS", "10000"),
-    ("EVENTS_EXCHANGE", "events"),
-    ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/users"),
-    ("DATABASE_MAX_CONNECTIONS", "16"),
-    ("DATABASE_TIMEOUT_MS", "2000"),
-    ("OPS_ADDR", "0.0.0.0:9090"),
-    ("SHUTDOWN_GRACE_MS", "10000"),
-    ("PREFETCH", "32"),
-    ("RETRY_MAX_ATTEMPTS", "5"),
-    ("RETRY_INITIAL_DELAY_MS", "1000"),
-    ("RETRY_MULTIPLIER", "5"),
-    ("RETRY_MAX_DELAY_MS", "60000"),
-    ("LOG_FORMAT", "pretty"),
-    ("RUST_LOG", "info"),
-    ("USER_QUEUE", "user_queue"),
-    ("USER_EVENTS_QUEUE", "user_events_queue"),
-];
 
 /// Runs the built binary with `args` and nothing but `vars` in its environment.
 async fn run(args: &[&str], vars: &[(&str, &str)]) -> Output {
@@ -48,11 +28,16 @@ async fn help_lists_every_setting_with_its_variable_its_default_and_a_meaning() 
     let output = run(&["--help"], &[]).await;
     assert_eq!(output.status.code(), Some(0));
     let help = text(&output.stdout);
-    assert!(help.starts_with(user_service::SERVICE.about), "{help}");
-    // clap prints one paragraph per option: flag, meaning, variable, default.
-    for (var, default) in SETTINGS {
+    assert!(help.starts_with(SERVICE.about), "{help}");
+    // Every setting the Config declares (the README's table is checked against the same list),
+    // each in one paragraph: flag, meaning, variable, default.
+    let settings = shared::config::settings::<Config>(&SERVICE);
+    assert!(settings.len() >= 17, "{settings:?}");
+    for setting in settings {
+        let var = &setting.var;
         let entry = help.split("\n\n").find(|entry| entry.contains(&format!("[env: {var}")));
         let entry = entry.unwrap_or_else(|| panic!("{var} missing from:\n{help}"));
+        let default = setting.default.unwrap_or_else(|| panic!("{var} has no default"));
         assert!(entry.contains(&format!("[default: {default}]")), "{var} without its default: {entry}");
         assert!(entry.lines().nth(1).is_some_and(|meaning| !meaning.trim().is_empty()), "{var}: {entry}");
     }
