@@ -7,7 +7,8 @@
  *   {"op":"send","queue":"q","pattern":P,"data":D,"timeoutMs":3000,"count":N?}
  *   {"op":"emit","queue":"q","pattern":"user.created","data":D}
  *   {"op":"emit","exchange":"events","pattern":"user.created","data":D}
- * Environment: AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f).
+ * Environment: AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f; a comma-separated
+ * list is a cluster's nodes, passed as NestJS's `urls`).
  *
  * Prints exactly one JSON line on stdout, then exits 0:
  *   {"ok":true,"response":R}   send resolved (the last value, once the reply says isDisposed)
@@ -63,8 +64,9 @@ function finish(result) {
 }
 
 function buildClient(command) {
-  const url = process.env.AMQP_URL || 'amqp://guest:guest@127.0.0.1:5672/%2f';
-  const options = { urls: [url] };
+  // A comma-separated list is a cluster's nodes, handed to NestJS as its `urls` option.
+  const urls = (process.env.AMQP_URL || 'amqp://guest:guest@127.0.0.1:5672/%2f').split(',');
+  const options = { urls };
   if (command.exchange) {
     // Publishes to the topic exchange with routing key = pattern (NestJS `wildcards: true`).
     Object.assign(options, { exchange: command.exchange, exchangeType: 'topic', wildcards: true });

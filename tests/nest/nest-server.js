@@ -4,7 +4,8 @@
  * "real NestJS app" side (driven by `tests/src/nest.rs`).
  *
  * Environment:
- *   AMQP_URL  broker URL (default amqp://guest:guest@127.0.0.1:5672/%2f)
+ *   AMQP_URL  broker URL (default amqp://guest:guest@127.0.0.1:5672/%2f); a comma-separated
+ *             list is a cluster's nodes, passed as NestJS's `urls`
  *   QUEUE     queue to consume (asserted with {durable: true})
  *   EXCHANGE  optional: also bind the queue to this topic exchange (NestJS `wildcards: true`,
  *             one binding per handler pattern)
@@ -83,13 +84,14 @@ class AppModule {}
 Module({ controllers: [InteropController] })(AppModule);
 
 async function main() {
-  const url = process.env.AMQP_URL || 'amqp://guest:guest@127.0.0.1:5672/%2f';
+  // A comma-separated list is a cluster's nodes, handed to NestJS as its `urls` option.
+  const urls = (process.env.AMQP_URL || 'amqp://guest:guest@127.0.0.1:5672/%2f').split(',');
   const queue = process.env.QUEUE;
   if (!queue) {
     throw new Error('QUEUE is required');
   }
   const options = {
-    urls: [url],
+    urls,
     queue,
     queueOptions: { durable: true },
     // A broker that is not there must fail the start, not retry forever. (Nest counts only
