@@ -132,16 +132,8 @@ pub fn from_env<C: Args + FromArgMatches>(spec: &ServiceSpec) -> Result<Invocati
     let command = service_command::<C>(spec).subcommand(healthcheck_subcommand(spec));
     // Old names become explicit flags (which take precedence over the environment) when the
     // new name is not set: no process-wide environment is rewritten.
-    let mut deprecations = Vec::new();
-    for &(old, new) in spec.renamed {
-        let (Some(value), None) = (non_blank(std::env::var(old).ok()), non_blank(std::env::var(new).ok())) else {
-            continue;
-        };
-        if let Some(long) = long_of(&command, new) {
-            args.push(format!("--{long}={value}").into());
-            deprecations.push(Deprecation { old, new });
-        }
-    }
+    let (flags, deprecations) = renamed_flags(spec, &command, |var| std::env::var(var).ok());
+    args.extend(flags);
     args.extend(secret_files(&command, |var| std::env::var(var).ok())?);
     let config = parse::<C>(command, args)?;
     Ok(Invocation::Run { config, deprecations })
@@ -161,6 +153,7 @@ pub fn from_lookup<C: Args + FromArgMatches>(
             args.push(format!("--{long}={value}").into());
         }
     }
+    args.extend(renamed_flags(spec, &command, &lookup).0);
     args.extend(secret_files(&command, &lookup)?);
     let command = command.mut_args(|arg| arg.env(None));
     // Keep the variable names for error messages although the environment is not read.
@@ -238,6 +231,25 @@ fn parse<C: FromArgMatches>(command: Command, args: Vec<OsString>) -> Result<C, 
     C::from_arg_matches(&matches).map_err(|error| translate(&command, error))
 }
 
+/// Flags for the old variable names that are set while their new names are not, and the
+/// deprecations to log for them.
+fn renamed_flags(
+    spec: &ServiceSpec,
+    command: &Command,
+    get: impl Fn(&str) -> Option<String>,
+) -> (Vec<OsString>, Vec<Deprecation>) {
+    let mut flags = Vec::new();
+    let mut deprecations = Vec::new();
+    for &(old, new) in spec.renamed {
+        let (Some(value), None) = (non_blank(get(old)), non_blank(get(new))) else { continue };
+        if let Some(long) = long_of(command, new) {
+            flags.push(format!("--{long}={value}").into());
+            deprecations.push(Deprecation { old, new });
+        }
+    }
+    (flags, deprecations)
+}
+
 fn long_of(command: &Command, var: &str) -> Option<String> {
     command
         .get_arguments()
@@ -253,7 +265,8 @@ fn translate(command: &Command, error: clap::Error) -> ConfigError {
     };
     // `--prefetch <PREFETCH>` -> `prefetch`
     let long = arg.trim_start_matches("--").split([' ', '=']).next().unwrap_or_default().to_owned();
-    let Some(found) = command.get_arguments().find(|candidate| candidate.get_long() == Some(long.as_str())) else {
+    let mut arguments = command.get_arguments().chain(command.get_subcommands().flat_map(Command::get_arguments));
+    let Some(found) = arguments.find(|candidate| candidate.get_long() == Some(long.as_str())) else {
         return ConfigError::Usage(error);
     };
     let var = found.get_env().and_then(|var| var.to_str()).map_or_else(|| format!("--{long}"), str::to_owned);
@@ -529,6 +542,23 @@ mod tests {
         assert!(!error.contains("hunter2"), "{error}");
         let error = read(&[("AMQP_QUEUE_TYPE", "mirrored")]).unwrap_err().to_string();
         assert!(error.starts_with("AMQP_QUEUE_TYPE=\"mirrored\" is invalid"), "{error}");
+    }
+
+    #[test]
+    fn an_old_variable_name_is_read_when_the_new_one_is_unset() {
+        let sample = read(&[("DB_MAX_CONNECTIONS", "7")]).unwrap();
+        assert_eq!(sample.database.database_max_connections.get(), 7);
+        let sample = read(&[("DB_MAX_CONNECTIONS", "7"), ("DATABASE_MAX_CONNECTIONS", "9")]).unwrap();
+        assert_eq!(sample.database.database_max_connections.get(), 9);
+    }
+
+    #[test]
+    fn a_bad_healthcheck_address_names_its_variable() {
+        let command = healthcheck_command(&SPEC);
+        let error =
+            command.clone().try_get_matches_from(["sample-service", "healthcheck", "--addr", "nowhere"]).unwrap_err();
+        let error = translate(&command, error).to_string();
+        assert!(error.starts_with("OPS_ADDR=\"nowhere\" is invalid"), "{error}");
     }
 
     #[test]
