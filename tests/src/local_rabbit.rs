@@ -134,6 +134,16 @@ impl LocalRabbit {
     /// # Panics
     /// When it does not within 60 s; the message carries its log.
     pub async fn start_again(&mut self) {
+        self.spawn_again().await;
+        self.wait_accepting().await;
+    }
+
+    /// Like [`LocalRabbit::start_again`] without the wait: the node boots (a few seconds)
+    /// while the caller goes on; [`LocalRabbit::wait_accepting`] waits for it.
+    ///
+    /// # Panics
+    /// When `rabbitmq-server` cannot be started.
+    pub async fn spawn_again(&mut self) {
         self.stop().await;
         let mut command = Command::new(self.scripts.join("rabbitmq-server"));
         self.node_environment(&mut command);
@@ -144,7 +154,6 @@ impl LocalRabbit {
         let server = OsProcess::spawn("rabbitmq-server", command, &log)
             .unwrap_or_else(|error| panic!("cannot start {}/rabbitmq-server: {error}", self.scripts.display()));
         self.server = Some(server);
-        self.wait_accepting().await;
     }
 
     /// Every queue of the default vhost with its message counts (`rabbitmqctl list_queues`).
@@ -198,17 +207,22 @@ impl LocalRabbit {
             .env("ERL_EPMD_ADDRESS", "127.0.0.1");
     }
 
-    async fn wait_accepting(&mut self) {
+    /// Waits until the node accepts AMQP connections.
+    ///
+    /// # Panics
+    /// When it is not running, exits, or does not accept within 60 s; the message carries
+    /// its log.
+    pub async fn wait_accepting(&mut self) {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(connection) = Connection::connect(&self.url(), ConnectionProperties::default()).await {
                 let _closed = connection.close(200, "ready".into()).await;
                 return;
             }
-            let exited = self.server.as_mut().and_then(OsProcess::exited);
-            if exited.is_some() || tokio::time::Instant::now() >= deadline {
+            let exited = self.server.as_mut().map(OsProcess::exited);
+            if !matches!(exited, Some(None)) || tokio::time::Instant::now() >= deadline {
                 panic!(
-                    "local RabbitMQ {} not accepting on port {} ({exited:?}):\n{}",
+                    "local RabbitMQ {} not accepting on port {} (exit: {exited:?}):\n{}",
                     self.node,
                     self.amqp_port,
                     self.log_tail()
