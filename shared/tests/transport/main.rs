@@ -33,7 +33,8 @@ use shared::{
 };
 use tokio::sync::Notify;
 
-pub const DEADLINE: Duration = Duration::from_secs(20);
+/// The workspace's one patience (the test kit's), for readiness, polling and shutdown.
+pub use tests::DEADLINE;
 
 /// `{cmd:"echo"}`: answers its text, optionally after a delay.
 #[derive(Debug, Clone, Serialize, Deserialize)]
