@@ -34,8 +34,8 @@
 //! A claim found `sending` by an attempt that did not finish (the process crashed, or
 //! another instance's claim outlived the lease) may or may not have been accepted by the SMTP
 //! server. By default it is resent with the **same `Message-ID`** (logged and counted as
-//! `ambiguous_resend`); `AMBIGUOUS_SEND=park` parks it in the DLQ instead. Only a crash of
-//! this process between a `250` and its record leads there.
+//! `ambiguous_resend`); `AMBIGUOUS_SEND=park` parks it in the DLQ instead. The resend is a
+//! second mail only when this process crashed in the instant between a `250` and its record.
 //!
 //! ## Modules
 //! [`config`] (settings), [`app`] (startup, ops port), [`state`] (what handlers share),
