@@ -81,7 +81,7 @@ pub struct Config {
     #[arg(long = "ambiguous-send", env = "AMBIGUOUS_SEND", value_name = "ACTION", default_value = "resend")]
     pub ambiguous_send: AmbiguousSend,
     /// How long another instance's unfinished send is presumed alive, in ms; at least 2 × SMTP_TIMEOUT_MS
-    #[arg(long = "claim-lease-ms", env = "CLAIM_LEASE_MS", value_name = "MS", default_value = "30000", value_parser = millis)]
+    #[arg(long = "claim-lease-ms", env = "CLAIM_LEASE_MS", value_name = "MS", default_value = "120000", value_parser = millis)]
     pub claim_lease: Duration,
 }
 
@@ -187,8 +187,8 @@ mod tests {
         );
         assert_eq!(config.log.log_format, LogFormat::Pretty);
         assert_eq!(config.ambiguous_send, AmbiguousSend::Resend);
-        assert_eq!(config.claim_lease, Duration::from_secs(30));
-        assert_eq!(config.send_deadline(), Duration::from_secs(15), "half the lease, less than 8 × 10 s");
+        assert_eq!(config.claim_lease, Duration::from_secs(120));
+        assert_eq!(config.send_deadline(), Duration::from_secs(60), "half the lease, less than 8 × 10 s");
     }
 
     #[test]
@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn the_claim_lease_must_cover_two_smtp_timeouts() {
-        let error = config(&[("SMTP_TIMEOUT_MS", "20000")]).unwrap_err().to_string();
+        let error = config(&[("SMTP_TIMEOUT_MS", "20000"), ("CLAIM_LEASE_MS", "30000")]).unwrap_err().to_string();
         assert!(
             error.starts_with("CLAIM_LEASE_MS=\"30000\" is invalid: must be at least 2 × SMTP_TIMEOUT_MS"),
             "{error}"

@@ -70,6 +70,9 @@ impl TestApp {
             .set("SMTP_URL", smtp_url)
             .set("PREFETCH", "4")
             .set("SMTP_TIMEOUT_MS", "2000")
+            // Shorter than the retries above, as it must be (a crashed instance's claims
+            // expire before their events run out of attempts); sends get half of it, 5 s.
+            .set("CLAIM_LEASE_MS", "10000")
             .set("SHUTDOWN_GRACE_MS", "5000")
     }
 
