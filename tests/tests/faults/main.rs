@@ -21,6 +21,7 @@
 //! must carry the first mail's Message-ID.
 //!
 //! `FAULTS=<text>` runs only the scenarios whose name contains it (e.g. `FAULTS=smtp`);
+//! `FAULTS_BIN_DIR=<dir>` takes the binaries from there (e.g. `target/release`);
 //! `KEEP_SCRATCH=1` keeps every scratch directory (logs, data). A failing scenario's service
 //! logs are kept and their directory printed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

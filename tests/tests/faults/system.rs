@@ -306,13 +306,20 @@ pub fn binaries_built() -> String {
     format!("service binaries in {}: {}", dir.display(), ages.join(", "))
 }
 
-/// The built binary `name` next to this test executable (`target/<profile>/<name>`).
+/// The built binary `name`: in `FAULTS_BIN_DIR` when it is set (e.g. `target/release`, or a
+/// directory of older builds to show what the suite finds in them), else next to this test
+/// executable (`target/<profile>/<name>`).
 ///
 /// # Panics
 /// When it is not there (a `cargo test -p tests` does not build the services' binaries).
 fn binary_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let dir = exe.parent().and_then(Path::parent).expect("the test executable lives in target/<profile>/deps");
+    let dir = match std::env::var_os("FAULTS_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().expect("the test executable's path");
+            exe.parent().and_then(Path::parent).expect("the test executable lives in target/<profile>/deps").to_owned()
+        }
+    };
     let path = dir.join(name);
     assert!(
         path.is_file(),
