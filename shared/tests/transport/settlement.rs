@@ -5,6 +5,9 @@
 //!   broker, which requeues the request; the server handles it again after reconnecting and
 //!   that run's reply answers the caller, who sees one ordinary reply (handlers of requests
 //!   must therefore tolerate running twice).
+//! - The reply goes out but the request is not acked (here: its parking as a poison request
+//!   fails, so it is handed back): it is delivered and answered again until it can be
+//!   settled. The caller takes the first reply; the later ones are late replies, dropped.
 //! - The caller's reply address is gone (the caller's link broke): the reply is dropped by the
 //!   broker, the ack succeeds, the request is not handled again; the caller saw `Unavailable`
 //!   when its link broke.
@@ -154,4 +157,36 @@ async fn a_reply_to_a_caller_that_is_gone_is_dropped_and_the_request_acked_once(
     assert_eq!(reply, "later");
     assert_eq!(setup.entries(), [false, false], "the lost request was not handled again");
     setup.finish().await;
+}
+
+#[tokio::test]
+async fn a_request_answered_but_not_acked_is_delivered_and_answered_again_until_settled() {
+    let fixture = crate::Fixture::start().await;
+    let probe = tests::BrokerProbe::connect(&fixture.amqp_url).await;
+    // Its DLQ gone, a poison request is answered, then its parking is returned unroutable and
+    // the request handed back instead of acked.
+    probe.delete_queues(&[&fixture.dlq()]).await;
+    let caller = tests::unique("caller");
+    probe.declare_queue(&caller).await;
+    let properties =
+        lapin::BasicProperties::default().with_reply_to(caller.as_str().into()).with_correlation_id("call-1".into());
+    let request = br#"{"pattern":{"cmd":"echo"},"data":null,"id":"call-1"}"#;
+    probe.publish_raw("", &fixture.queue, request, properties).await;
+    for _ in 0..2 {
+        let reply = probe.wait_for_message(&caller, DEADLINE).await;
+        assert_eq!(reply.correlation_id.as_deref(), Some("call-1"));
+        assert_eq!(reply.json()["err"]["status"], serde_json::json!(400));
+    }
+    // Our client as the caller: one answer, the repeated ones dropped as late replies.
+    let error = fixture.client.send_raw(&serde_json::json!({"cmd": "echo"}), &serde_json::Value::Null, patient()).await;
+    assert!(matches!(&error, Err(RpcError::Remote { error, .. }) if error.status() == Some(400)), "{error:?}");
+
+    // With the DLQ back, both requests are parked and acked: the answers stop.
+    probe.declare_queue(&fixture.dlq()).await;
+    probe.wait_for_message(&fixture.dlq(), DEADLINE).await;
+    probe.wait_for_message(&fixture.dlq(), DEADLINE).await;
+    let mut fixture = fixture;
+    fixture.stop_server().await;
+    probe.assert_empty(&fixture.queue).await;
+    probe.delete_queues(&[&caller]).await;
 }
