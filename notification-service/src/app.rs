@@ -4,7 +4,9 @@
 use std::{net::SocketAddr, time::Duration};
 
 use secrecy::ExposeSecret;
-use shared::{CancellationToken, Listener, Server, ServerConfig, ServerHandle, config::ConfigError, ops};
+use shared::{
+    CancellationToken, Listener, Server, ServerConfig, ServerHandle, config::ConfigError, ops, startup::ServiceConfig,
+};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
@@ -50,8 +52,9 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<App, StartupError> {
-        // The binary's reader checks each setting alone; this checks them together.
-        config.validate().map_err(StartupError::Config)?;
+        // The binary and `Config::from_lookup` check this already; a config built or changed
+        // field by field (tests, tools) gets the same check here.
+        ServiceConfig::validate(&config).map_err(StartupError::Config)?;
         warn_if_lease_outlives_retries(&config);
         let pool = db::pool(&config.database).map_err(StartupError::Database)?;
         db::migrate(&pool, &shutdown).await.map_err(StartupError::Database)?;

@@ -10,8 +10,10 @@ use lettre::message::Mailbox;
 use secrecy::SecretString;
 use shared::config::{
     BrokerSettings, ConfigError, ConsumerSettings, DatabaseSettings, LogSettings, OpsSettings, RetrySettings,
-    ServiceSpec,
+    ServiceSpec, millis, secret,
 };
+
+use shared::startup::ServiceConfig;
 
 use crate::{event_id::MessageIdDomain, mailer, sent_mails::AmbiguousSend};
 
@@ -90,20 +92,8 @@ impl Config {
     /// variables take their default. Also checks what no single setting can check alone.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let config: Self = shared::config::from_lookup(&SERVICE, lookup)?;
-        config.validate()?;
+        ServiceConfig::validate(&config)?;
         Ok(config)
-    }
-
-    /// The checks across settings: a claim lease shorter than two SMTP command timeouts would
-    /// leave a send less time than one slow command (see [`Config::send_deadline`]).
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let minimum = self.smtp_timeout.saturating_mul(2);
-        if self.claim_lease < minimum {
-            let value = self.claim_lease.as_millis().to_string();
-            let reason = format!("must be at least 2 × SMTP_TIMEOUT_MS ({} ms)", minimum.as_millis());
-            return Err(ConfigError::invalid("CLAIM_LEASE_MS", &value, reason));
-        }
-        Ok(())
     }
 
     /// The bound on one whole SMTP conversation: [`mailer::ROUND_TRIPS_PER_SEND`] command
@@ -114,23 +104,21 @@ impl Config {
     }
 }
 
-impl shared::startup::ServiceConfig for Config {
+impl ServiceConfig for Config {
     fn log(&self) -> &LogSettings {
         &self.log
     }
-}
 
-/// A URL or secret: parsed as is, never shown by `Debug` or `--help`.
-fn secret(text: &str) -> Result<SecretString, std::convert::Infallible> {
-    Ok(SecretString::from(text.to_owned()))
-}
-
-/// Milliseconds, at least 1.
-fn millis(text: &str) -> Result<Duration, String> {
-    match text.trim().parse::<u64>() {
-        Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
-        Ok(_) => Err("expected milliseconds, at least 1".to_owned()),
-        Err(error) => Err(format!("{error} (expected milliseconds, at least 1)")),
+    /// The check across settings: a claim lease shorter than two SMTP command timeouts would
+    /// leave a send less time than one slow command (see [`Config::send_deadline`]).
+    fn validate(&self) -> Result<(), ConfigError> {
+        let minimum = self.smtp_timeout.saturating_mul(2);
+        if self.claim_lease < minimum {
+            let value = self.claim_lease.as_millis().to_string();
+            let reason = format!("must be at least 2 × SMTP_TIMEOUT_MS ({} ms)", minimum.as_millis());
+            return Err(ConfigError::invalid("CLAIM_LEASE_MS", &value, reason));
+        }
+        Ok(())
     }
 }
 
@@ -149,7 +137,6 @@ mod tests {
 
     use std::collections::HashMap;
 
-    use clap::Args as _;
     use secrecy::ExposeSecret;
     use shared::{RetryPolicy, telemetry::LogFormat};
 
@@ -227,34 +214,22 @@ mod tests {
     }
 
     #[test]
-    fn help_lists_every_setting_with_its_variable() {
-        let command = Config::augment_args(clap::Command::new(SERVICE.name));
-        let help = command.clone().render_long_help().to_string();
-        for var in [
-            "AMQP_URL",
-            "AMQP_RECONNECT_MAX_MS",
-            "EVENTS_EXCHANGE",
-            "DATABASE_URL",
-            "DATABASE_MAX_CONNECTIONS",
-            "DATABASE_TIMEOUT_MS",
-            "OPS_ADDR",
-            "SHUTDOWN_GRACE_MS",
-            "PREFETCH",
-            "RETRY_MAX_ATTEMPTS",
-            "RETRY_INITIAL_DELAY_MS",
-            "RETRY_MULTIPLIER",
-            "RETRY_MAX_DELAY_MS",
-            "LOG_FORMAT",
-            "RUST_LOG",
-            "SMTP_URL",
-            "SMTP_TIMEOUT_MS",
-            "MAIL_FROM",
-            "MESSAGE_ID_DOMAIN",
-            "NOTIFICATION_QUEUE",
-            "AMBIGUOUS_SEND",
-            "CLAIM_LEASE_MS",
-        ] {
-            assert!(help.contains(&format!("env: {var}")), "{var} missing from:\n{help}");
-        }
+    fn the_readme_table_lists_every_setting_with_its_default_in_help_order() {
+        let readme = include_str!("../README.md");
+        let section = readme.split("\n## Configuration").nth(1).and_then(|rest| rest.split("\n## ").next());
+        let documented: Vec<(String, String)> = section
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(|row| {
+                let cells: Vec<&str> = row.split(" | ").map(|cell| cell.trim_matches(['|', ' ', '`'])).collect();
+                (cells[0].to_owned(), cells[1].to_owned())
+            })
+            .collect();
+        let settings: Vec<(String, String)> = shared::config::settings::<Config>(&SERVICE)
+            .into_iter()
+            .map(|setting| (setting.var, setting.default.unwrap_or_default()))
+            .collect();
+        assert_eq!(documented, settings, "README.md's configuration table against --help, in its order");
     }
 }

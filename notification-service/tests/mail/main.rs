@@ -4,6 +4,7 @@
 
 mod ambiguous;
 mod claims;
+mod cli;
 mod database_faults;
 mod dead_letter;
 mod dedup;
