@@ -35,12 +35,23 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// What makes two emits the same event when they carry no `message_id` (a stock NestJS
     /// `client.emit`): the namespace of the derived [`EventId`](crate::event_id::EventId).
-    /// By default the payload itself ([`payload_key`](crate::event_id::payload_key)); a
+    /// By default the payload itself ([`payload_key`]); a
     /// contract about one entity may return the entity's id, so that every emit about it
     /// deduplicates even if another field differs.
     fn dedup_key(&self) -> Result<Uuid, serde_json::Error> {
-        crate::event_id::payload_key(self)
+        payload_key(self)
     }
+}
+
+/// The namespace of the default [`Event::dedup_key`], derived from the payload.
+const PAYLOAD_NAMESPACE: Uuid = Uuid::from_u128(0x3d0a_91c4_58e2_4b7f_a6d3_0e19_c8f2_5b64);
+
+/// The default [`Event::dedup_key`]: the UUID v5 of the payload as canonical JSON (object keys
+/// sorted at every depth), so the same payload gives the same key whichever publisher built
+/// it and in whatever key order.
+pub fn payload_key<E: Event>(event: &E) -> Result<Uuid, serde_json::Error> {
+    let payload: Value = serde_json::to_value(event)?;
+    Ok(Uuid::new_v5(&PAYLOAD_NAMESPACE, crate::wire::render_sorted(&payload).as_bytes()))
 }
 
 /// Reads a pattern written as JSON text; anything that is not JSON is a string pattern.

@@ -15,19 +15,16 @@
 //! Guarantee: an event id is always a safe token, fit for a database key, a log field or the
 //! `id-left` of a mail `Message-ID` (RFC 5322 dot-atom-text).
 
-use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{contracts::Event, server::MessageContext, wire};
+pub use crate::contracts::payload_key;
+use crate::{contracts::Event, server::MessageContext};
 
 /// Safe tokens longer than this are hashed (a mail header line must stay under 998 bytes).
 pub const MAX_EVENT_ID_LEN: usize = 128;
 
 /// The namespace of ids that replace a `message_id` which is not a safe token.
 const UNSAFE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a5e_3b7d_4e60_9a41_8d2f_c0b3_e715);
-
-/// The namespace of the default [`Event::dedup_key`], derived from the payload.
-const PAYLOAD_NAMESPACE: Uuid = Uuid::from_u128(0x3d0a_91c4_58e2_4b7f_a6d3_0e19_c8f2_5b64);
 
 /// The identity of one event, the same for every delivery of it. See the module docs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -84,14 +81,6 @@ impl From<EventId> for String {
     fn from(id: EventId) -> Self {
         id.0
     }
-}
-
-/// The default [`Event::dedup_key`]: the UUID v5 of the payload as canonical JSON (object keys
-/// sorted at every depth), so the same payload gives the same key whichever publisher built
-/// it and in whatever key order.
-pub fn payload_key<E: Event>(event: &E) -> Result<Uuid, serde_json::Error> {
-    let payload: Value = serde_json::to_value(event)?;
-    Ok(Uuid::new_v5(&PAYLOAD_NAMESPACE, wire::render_sorted(&payload).as_bytes()))
 }
 
 /// Whether `text` can be used as it is: at most [`MAX_EVENT_ID_LEN`] bytes, a dot-atom of
