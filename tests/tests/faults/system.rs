@@ -277,6 +277,11 @@ fn common_env(rabbit: &LocalRabbit, smtp: &SmtpSink, queues: &Queues, tag: &str)
         ("RETRY_MULTIPLIER", "2".to_owned()),
         ("RETRY_MAX_DELAY_MS", "1000".to_owned()),
         ("RETRY_MAX_ATTEMPTS", "60".to_owned()),
+        // A crashed notification-service's claims are resent after the lease, which must end
+        // well within the retries above (else the events are parked first) and be at least
+        // twice the SMTP timeout. Production's 120 s would make a kill cost two minutes here.
+        ("CLAIM_LEASE_MS", "10000".to_owned()),
+        ("SMTP_TIMEOUT_MS", "5000".to_owned()),
         ("RATE_LIMIT_PER_SECOND", "10000".to_owned()),
         ("RATE_LIMIT_BURST", "10000".to_owned()),
         // Cheap hashing: the suite is about faults, and two cores are shared with everyone.
