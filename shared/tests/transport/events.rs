@@ -78,7 +78,7 @@ async fn an_event_is_acked_only_after_its_handler_finished() {
     fixture.recorder.hold_pings.store(true, Ordering::SeqCst);
     let started = fixture.recorder.started.notified();
     fixture.client.emit(&Ping { n: 1 }).await.unwrap();
-    started.await;
+    tokio::time::timeout(DEADLINE, started).await.expect("the handler never started");
     // The handler is running and will not finish: stopping the server must hand the message back.
     fixture.stop_server().await;
     let probe = tests::BrokerProbe::connect(&fixture.amqp_url).await;
