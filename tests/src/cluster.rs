@@ -75,11 +75,13 @@ impl LocalCluster {
         let cookie_file = home.join(".erlang.cookie");
         std::fs::write(&cookie_file, crate::unique("cookie")).expect("write the cookie");
         set_owner_only(&cookie_file);
+        // Every port is picked while all the others are still held, so no two are the same.
+        let ports = free_ports(2 * size);
         let nodes = (0..size)
             .map(|index| {
                 let dir = root.join(format!("node{}", index + 1));
                 std::fs::create_dir_all(&dir).expect("create a node's directory");
-                let amqp_port = free_port();
+                let amqp_port = ports[2 * index];
                 let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).expect("write node files");
                 write("rabbitmq.conf", &format!("listeners.tcp.local = 127.0.0.1:{amqp_port}\n"));
                 write("rabbitmq-env.conf", "");
@@ -87,7 +89,7 @@ impl LocalCluster {
                 Node {
                     name: format!("{id}_{}@localhost", index + 1),
                     amqp_port,
-                    dist_port: free_port(),
+                    dist_port: ports[2 * index + 1],
                     dir,
                     process: Mutex::new(None),
                 }
@@ -295,6 +297,7 @@ impl LocalCluster {
             .env("RABBITMQ_LOG_BASE", node.dir.join("log"))
             .env("RABBITMQ_PID_FILE", node.dir.join("rabbitmq.pid"))
             .env("RABBITMQ_LOGS", "-")
+            .env("ERL_CRASH_DUMP", node.dir.join("erl_crash.dump"))
             .env("ERL_EPMD_ADDRESS", "127.0.0.1")
             // The Erlang shell reads this pipe: when the test process is gone it reads end of
             // file and halts the VM.
@@ -377,9 +380,11 @@ fn scripts_dir() -> PathBuf {
         .unwrap_or_else(|| panic!("local cluster: no rabbitmq-server in {DEBIAN_SCRIPTS} nor on PATH"))
 }
 
-/// A port of 127.0.0.1 nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port()
+/// `count` distinct ports of 127.0.0.1 nobody listens on right now.
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<_> =
+        (0..count).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
+    listeners.iter().map(|listener| listener.local_addr().expect("a bound address").port()).collect()
 }
 
 /// Erlang refuses a cookie file others can read.
