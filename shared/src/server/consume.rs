@@ -164,11 +164,18 @@ fn log_exception(exception: &RpcException) -> &'static str {
         tracing::error!(error = %cause, "request handler failed");
         "error"
     } else {
-        match exception.source() {
-            Some(source) => {
+        // A status of 500 or more is our side failing (a database outage answered 503): worth a
+        // warning; anything else is the caller's request refused, an ordinary outcome.
+        let ours = exception.error().get("status").and_then(Value::as_u64).is_some_and(|status| status >= 500);
+        match (exception.source(), ours) {
+            (Some(source), true) => {
+                tracing::warn!(err = %exception.error(), cause = %chain(source), "request answered with an error")
+            }
+            (Some(source), false) => {
                 tracing::info!(err = %exception.error(), cause = %chain(source), "request answered with an error")
             }
-            None => tracing::info!(err = %exception.error(), "request answered with an error"),
+            (None, true) => tracing::warn!(err = %exception.error(), "request answered with an error"),
+            (None, false) => tracing::info!(err = %exception.error(), "request answered with an error"),
         }
         "rejected"
     }
