@@ -12,6 +12,7 @@
 mod failover;
 mod interop;
 mod stack;
+mod transport;
 
 use tests::cluster::LocalCluster;
 use tokio::sync::{Mutex, MutexGuard, OnceCell};
