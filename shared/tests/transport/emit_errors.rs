@@ -80,3 +80,34 @@ async fn emit_returns_nacked_when_the_broker_refuses_the_event() {
     probe.delete_exchange(&exchange).await;
     let _closed = admin.close(200, "done".into()).await;
 }
+
+#[tokio::test]
+async fn an_emit_the_broker_closes_the_channel_over_fails_and_the_next_one_succeeds() {
+    tests::logs::init();
+    let amqp_url = tests::amqp_url().await;
+    let exchange = tests::unique("events");
+    let observer = tests::unique("observer");
+    let probe = tests::BrokerProbe::connect(&amqp_url).await;
+    probe.declare_topic_exchange(&exchange).await;
+    probe.declare_queue(&observer).await;
+    probe.bind(&observer, &exchange, "test.ping").await;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let client = client(&amqp_url, &exchange, &shutdown);
+    assert!(client.wait_connected(DEADLINE).await, "client did not connect");
+
+    // Publishing to a missing exchange is a channel error: the broker closes the events
+    // channel (NOT_FOUND), and the emit fails.
+    let missing = shared::EmitOptions {
+        target: Some(shared::EmitTarget::Exchange(tests::unique("missing"))),
+        ..shared::EmitOptions::default()
+    };
+    let error = client.emit_with(&Ping { n: 1 }, missing).await.unwrap_err();
+    assert!(matches!(error, EmitError::Unavailable { .. }), "{error:?}");
+    // The client rebuilds its link: the next emits go through again.
+    tests::eventually(DEADLINE, || client.emit(&Ping { n: 2 })).await;
+    let message = probe.wait_for_message(&observer, DEADLINE).await;
+    assert_eq!(message.body, br#"{"pattern":"test.ping","data":{"n":2}}"#);
+    probe.delete_queues(&[&observer]).await;
+    probe.delete_exchange(&exchange).await;
+}
