@@ -178,3 +178,28 @@ async fn an_undecodable_request_is_answered_and_parked() {
     probe.assert_empty(&fixture.dlq()).await;
     probe.assert_empty(&fixture.queue).await;
 }
+
+#[tokio::test]
+async fn emit_raw_publishes_stored_json_byte_for_byte_and_is_confirmed() {
+    let fixture = Fixture::start().await;
+    let observer = tests::unique("observer");
+    let probe = tests::BrokerProbe::connect(&fixture.amqp_url).await;
+    probe.declare_queue(&observer).await;
+    probe.bind(&observer, &fixture.exchange, "test.ping").await;
+    // Stored JSON text (an outbox row's payload): its spacing and key order are kept.
+    let stored = serde_json::value::RawValue::from_string(r#"{ "n" : 3 }"#.to_owned()).unwrap();
+    let options = EmitOptions { message_id: Some("raw-1".into()), ..EmitOptions::default() };
+    fixture.client.emit_raw(&json!("test.ping"), &stored, options).await.unwrap();
+    let message = probe.wait_for_message(&observer, DEADLINE).await;
+    assert_eq!(message.body, br#"{"pattern":"test.ping","data":{ "n" : 3 }}"#);
+    assert_eq!(message.message_id.as_deref(), Some("raw-1"));
+    assert_eq!(message.delivery_mode, Some(2));
+    // The handler gets it like any other event.
+    let (event, _) = pings(&fixture, 1).await.remove(0);
+    assert_eq!(event, Ping { n: 3 });
+    // And an unroutable target is reported, not dropped.
+    let missing = EmitOptions { target: Some(EmitTarget::Queue(tests::unique("missing"))), ..EmitOptions::default() };
+    let error = fixture.client.emit_raw(&json!("test.ping"), &stored, missing).await.unwrap_err();
+    assert!(matches!(error, EmitError::Unroutable { .. }), "{error:?}");
+    probe.delete_queues(&[&observer]).await;
+}
