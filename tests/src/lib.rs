@@ -10,6 +10,7 @@ pub mod smtp;
 
 pub mod broker;
 pub mod chaos;
+pub mod cli;
 pub mod cluster;
 pub mod db;
 pub mod eventually;

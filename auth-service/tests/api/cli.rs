@@ -3,69 +3,13 @@
 
 use std::process::Output;
 
-use tokio::process::Command;
+use tests::cli::text;
 
 use crate::test_app::TestApp;
 
-/// Every setting of the README's table, with its default (`JWT_SECRET` has none).
-const SETTINGS: [(&str, Option<&str>); 25] = [
-    ("HTTP_ADDR", Some("0.0.0.0:3000")),
-    ("APP_ENV", Some("production")),
-    ("JWT_SECRET", None),
-    ("JWT_TTL_SECS", Some("900")),
-    ("RPC_TIMEOUT_MS", Some("5000")),
-    ("USER_QUEUE", Some("user_queue")),
-    ("RATE_LIMIT_PER_SECOND", Some("5")),
-    ("RATE_LIMIT_BURST", Some("10")),
-    ("ARGON2_M_COST", Some("19456")),
-    ("ARGON2_T_COST", Some("2")),
-    ("ARGON2_P_COST", Some("1")),
-    ("HASH_CONCURRENCY", Some("auto")),
-    ("BODY_LIMIT_BYTES", Some("16384")),
-    ("OUTBOX_BATCH_SIZE", Some("100")),
-    ("OUTBOX_POLL_MS", Some("5000")),
-    ("AMQP_URL", Some("amqp://guest:guest@127.0.0.1:5672/%2f")),
-    ("AMQP_SHUFFLE_URLS", Some("true")),
-    ("AMQP_QUEUE_TYPE", Some("classic")),
-    ("AMQP_RECONNECT_MAX_MS", Some("10000")),
-    ("EVENTS_EXCHANGE", Some("events")),
-    ("DATABASE_URL", Some("postgres://postgres@127.0.0.1:5432/auth")),
-    ("DATABASE_MAX_CONNECTIONS", Some("10")),
-    ("DATABASE_TIMEOUT_MS", Some("5000")),
-    ("LOG_FORMAT", Some("pretty")),
-    ("RUST_LOG", Some("info")),
-];
-
 /// Runs the built binary with `args` and nothing but `vars` in its environment.
 async fn run(args: &[&str], vars: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_auth-service"))
-        .args(args)
-        .env_clear()
-        .envs(vars.iter().copied())
-        .output()
-        .await
-        .expect("the binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The options of a help text, one string each (clap prints an option on one line, or as a
-/// paragraph when the help is long).
-fn options(help: &str) -> Vec<String> {
-    let mut options: Vec<String> = Vec::new();
-    for line in help.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("--") || trimmed.starts_with("-h,") || trimmed.starts_with("-V,") {
-            options.push(String::new());
-        }
-        if let Some(option) = options.last_mut() {
-            option.push_str(trimmed);
-            option.push('\n');
-        }
-    }
-    options
+    tests::cli::run(env!("CARGO_BIN_EXE_auth-service"), args, vars).await
 }
 
 #[tokio::test]
@@ -73,20 +17,16 @@ async fn help_lists_every_setting_with_its_variable_its_default_and_a_meaning() 
     let output = run(&["--help"], &[]).await;
     assert_eq!(output.status.code(), Some(0));
     let help = text(&output.stdout);
-    assert!(help.starts_with(auth_service::SERVICE.about), "{help}");
-    let options = options(&help);
-    for (var, default) in SETTINGS {
-        let option = options
-            .iter()
-            .find(|option| option.contains(&format!("[env: {var}=")) || option.contains(&format!("[env: {var}]")));
-        let option = option.unwrap_or_else(|| panic!("{var} missing from:\n{help}"));
-        if let Some(default) = default {
-            assert!(option.contains(&format!("[default: {default}]")), "{var} without its default: {option}");
-        }
-        let meaning = option.split_once('>').map_or("", |(_, rest)| rest).split("[env:").next().unwrap_or("");
-        assert!(meaning.trim().len() > 10, "{var} without a meaning: {option}");
-    }
-    assert!(help.contains("healthcheck"), "{help}");
+    // Every setting the Config declares (the README's table is checked against the same list).
+    let settings = shared::config::settings::<auth_service::Config>(&auth_service::SERVICE);
+    assert_eq!(settings.len(), 25, "{settings:?}");
+    let jwt_secret = settings.iter().find(|setting| setting.var == "JWT_SECRET");
+    assert_eq!(jwt_secret.map(|setting| setting.default.as_deref()), Some(None), "the key has no default");
+    tests::cli::assert_help_lists(
+        &help,
+        auth_service::SERVICE.about,
+        settings.into_iter().map(|setting| (setting.var, setting.default)),
+    );
     assert!(help.contains("_FILE"), "the file variants of secrets are explained: {help}");
 }
 

@@ -3,45 +3,29 @@
 
 use std::process::Output;
 
-use tokio::process::Command;
+use tests::cli::text;
+
 use user_service::{Config, SERVICE};
 
 use crate::support::TestApp;
 
 /// Runs the built binary with `args` and nothing but `vars` in its environment.
 async fn run(args: &[&str], vars: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_user-service"))
-        .args(args)
-        .env_clear()
-        .envs(vars.iter().copied())
-        .output()
-        .await
-        .expect("the binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    tests::cli::run(env!("CARGO_BIN_EXE_user-service"), args, vars).await
 }
 
 #[tokio::test]
 async fn help_lists_every_setting_with_its_variable_its_default_and_a_meaning() {
     let output = run(&["--help"], &[]).await;
     assert_eq!(output.status.code(), Some(0));
-    let help = text(&output.stdout);
-    assert!(help.starts_with(SERVICE.about), "{help}");
-    // Every setting the Config declares (the README's table is checked against the same list),
-    // each in one paragraph: flag, meaning, variable, default.
+    // Every setting the Config declares (the README's table is checked against the same list).
     let settings = shared::config::settings::<Config>(&SERVICE);
     assert!(settings.len() >= 17, "{settings:?}");
-    for setting in settings {
-        let var = &setting.var;
-        let entry = help.split("\n\n").find(|entry| entry.contains(&format!("[env: {var}")));
-        let entry = entry.unwrap_or_else(|| panic!("{var} missing from:\n{help}"));
-        let default = setting.default.unwrap_or_else(|| panic!("{var} has no default"));
-        assert!(entry.contains(&format!("[default: {default}]")), "{var} without its default: {entry}");
-        assert!(entry.lines().nth(1).is_some_and(|meaning| !meaning.trim().is_empty()), "{var}: {entry}");
-    }
-    assert!(help.contains("healthcheck"), "{help}");
+    tests::cli::assert_help_lists(
+        &text(&output.stdout),
+        SERVICE.about,
+        settings.into_iter().map(|setting| (setting.var, setting.default)),
+    );
 }
 
 #[tokio::test]
