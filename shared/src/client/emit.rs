@@ -66,14 +66,24 @@ impl Client {
             .get_or_failover(deadline)
             .await
             .ok_or(EmitError::Unavailable { reason: "not connected", source: None })?;
+        let channel = link.events.channel();
         let publish_options = BasicPublishOptions { mandatory, ..BasicPublishOptions::default() };
         let confirmed = async {
-            link.events
+            channel
                 .basic_publish(exchange.into(), routing_key.as_str().into(), publish_options, &body, properties)
                 .await
                 .map_err(|source| EmitError::Unavailable { reason: "publish failed", source: Some(source) })?
                 .await
                 .map_err(|source| EmitError::Unavailable { reason: "no confirm", source: Some(source) })
+        };
+        // A confirm never arrives from a node that went away: the emit fails when its link is
+        // given up, not at the deadline, so that the caller (the outbox relay) publishes again
+        // through the next node at once.
+        let confirmed = async {
+            tokio::select! {
+                confirm = confirmed => confirm,
+                () = link.lost.cancelled() => Err(EmitError::Unavailable { reason: "connection lost", source: None }),
+            }
         };
         let confirm = tokio::time::timeout_at(deadline, confirmed)
             .await
@@ -81,14 +91,21 @@ impl Client {
             .flatten()
             .inspect_err(|_| {
                 // The broker closed the events channel alone: the whole link is rebuilt.
-                if !link.events.status().connected() {
+                if !channel.status().connected() {
                     self.inner.link.request_relink();
                 }
             })?;
         match confirm {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_)) => Err(EmitError::Unroutable { target: routing_key }),
-            Confirmation::Nack(_) | Confirmation::NotRequested => Err(EmitError::Nacked),
+            Confirmation::Nack(_) | Confirmation::NotRequested => {
+                // The next attempt goes out on a fresh channel (see `link::EventsChannel`).
+                if let Err(error) = link.events.renew(&channel).await {
+                    tracing::debug!(error = %error, "no fresh events channel; rebuilding the link");
+                    self.inner.link.request_relink();
+                }
+                Err(EmitError::Nacked)
+            }
         }
     }
 }

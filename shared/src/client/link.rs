@@ -1,7 +1,7 @@
 //! The client's link to the broker: the channels of one live connection, and the slot the
 //! callers read it from while the supervisor replaces it.
 
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use lapin::{
     Channel, Connection,
@@ -12,6 +12,7 @@ use tokio::{
     sync::{Notify, futures::Notified, watch},
     time::Instant,
 };
+use tokio_util::sync::CancellationToken;
 
 use super::ClientConfig;
 use crate::topology;
@@ -21,14 +22,20 @@ use crate::topology;
 pub(super) struct Link {
     /// Publishes requests and consumes their replies (direct reply-to needs both on one channel).
     pub rpc: Channel,
-    /// Publisher-confirm mode, for events.
-    pub events: Channel,
+    /// Publisher-confirm mode, for events; replaced after a refusal (see [`EventsChannel`]).
+    pub events: Arc<EventsChannel>,
+    /// Cancelled when this link is given up: an emit waiting for a confirm on it stops
+    /// waiting at once (a confirm lost with its node never arrives).
+    pub lost: CancellationToken,
 }
 
 impl Link {
     /// Opens both channels on a fresh connection, starts consuming replies and declares what
     /// the configuration asks for; returns the link and its reply consumer.
-    pub async fn open(config: &ClientConfig, connection: &Connection) -> Result<(Self, lapin::Consumer), lapin::Error> {
+    pub async fn open(
+        config: &ClientConfig,
+        connection: &Arc<Connection>,
+    ) -> Result<(Self, lapin::Consumer), lapin::Error> {
         let rpc = connection.create_channel().await?;
         let replies = rpc
             .basic_consume(
@@ -46,16 +53,56 @@ impl Link {
         if let (Some(queue), true) = (&config.queue, config.declare_queue) {
             topology::declare_queue(&events, queue, true).await?;
         }
-        Ok((Self { rpc, events }, replies))
+        let events = Arc::new(EventsChannel {
+            current: RwLock::new(events),
+            connection: Arc::clone(connection),
+            renewing: tokio::sync::Mutex::new(()),
+        });
+        Ok((Self { rpc, events, lost: CancellationToken::new() }, replies))
     }
 
     /// Closes both channels, before the connection is closed on shutdown.
     pub async fn close(&self) {
-        for channel in [&self.rpc, &self.events] {
+        for channel in [&self.rpc, &self.events.channel()] {
             if let Err(error) = channel.close(200, "shutdown".into()).await {
                 tracing::debug!(error = %error, "closing a channel failed");
             }
         }
+    }
+}
+
+/// The events channel of a link, which an emit can have replaced.
+///
+/// Right after a node loss, a channel that first publishes to a quorum queue while the queue
+/// is still electing its new leader can keep being refused (`basic.nack`) by RabbitMQ 3.10
+/// long after the election, while a fresh channel is served at once. So a refused emit gets
+/// its link a fresh channel for the next attempt.
+pub(super) struct EventsChannel {
+    current: RwLock<Channel>,
+    connection: Arc<Connection>,
+    renewing: tokio::sync::Mutex<()>,
+}
+
+impl EventsChannel {
+    /// The channel to publish on now.
+    pub fn channel(&self) -> Channel {
+        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Replaces `refused` by a fresh channel in confirm mode (once, however many emits saw it
+    /// refuse) and closes it.
+    pub async fn renew(&self, refused: &Channel) -> Result<(), lapin::Error> {
+        let _one_at_a_time = self.renewing.lock().await;
+        if self.channel().id() != refused.id() {
+            return Ok(());
+        }
+        let fresh = self.connection.create_channel().await?;
+        fresh.confirm_select(ConfirmSelectOptions::default()).await?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        if let Err(error) = refused.close(200, "replaced".into()).await {
+            tracing::debug!(error = %error, "closing a refused events channel failed");
+        }
+        Ok(())
     }
 }
 

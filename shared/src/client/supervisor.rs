@@ -66,6 +66,8 @@ async fn supervise(inner: Arc<Inner>, stop: CancellationToken) {
     while let Some(Connected { connection, node }) =
         connection::connect_with_backoff(&inner.config.broker, &mut rotation, &stop, round_failed).await
     {
+        // Shared with the link, which opens fresh events channels on it.
+        let connection = Arc::new(connection);
         let lost = match connection::bounded(Link::open(&inner.config, &connection)).await {
             Ok((link, replies)) => {
                 let _in_use = InUse::register(&name, &node);
@@ -79,6 +81,7 @@ async fn supervise(inner: Arc<Inner>, stop: CancellationToken) {
                     () = inner.link.relink_requested() => Some(None),
                 };
                 inner.link.set(None);
+                link.lost.cancel();
                 if lost.is_none() {
                     link.close().await;
                 }
