@@ -158,6 +158,17 @@ fn probe_addr(mut bound: SocketAddr) -> SocketAddr {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn readyz_names_the_broker_node_of_each_link_and_no_credentials() {
+        let name = format!("readyz-{}", rand::random::<u64>());
+        let _link = crate::connection::InUse::register(&name, "rabbit-2:5672");
+        let response = readyz(State(Readiness::default())).await.into_response();
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        let brokers = body["brokers"].as_array().unwrap();
+        assert!(brokers.contains(&serde_json::json!({"connection": name, "node": "rabbit-2:5672"})), "{body}");
+    }
+
     #[test]
     fn wildcard_binds_are_probed_over_loopback() {
         let probe = |addr: &str| probe_addr(addr.parse().unwrap()).to_string();
