@@ -22,7 +22,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::{
     config::{Config, SERVICE},
-    db,
+    db::{self, DatabaseError},
     password::{HashError, PasswordHasher},
     rate_limit::Limiter,
     relay::Relay,
@@ -50,10 +50,8 @@ pub struct App {
 pub enum StartupError {
     #[error("invalid configuration")]
     Config(#[source] ConfigError),
-    #[error("cannot connect to the database")]
-    Database(#[source] sqlx::Error),
-    #[error("cannot migrate the database")]
-    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("cannot prepare the database")]
+    Database(#[source] DatabaseError),
     #[error("cannot set up password hashing")]
     Hasher(#[source] HashError),
     #[error("cannot listen on {addr}")]
@@ -74,8 +72,8 @@ impl App {
         if config.jwt.uses_dev_key() {
             tracing::warn!("signing tokens with the public development key (APP_ENV=dev, no JWT_SECRET)");
         }
-        let pool = db::connect(&config.database).await.map_err(StartupError::Database)?;
-        db::migrate(&pool).await.map_err(StartupError::Migrate)?;
+        let pool = db::pool(&config.database).map_err(StartupError::Database)?;
+        db::migrate(&pool, &shutdown).await.map_err(StartupError::Database)?;
         let hasher = PasswordHasher::new(config.argon2, config.hash_concurrency).await.map_err(StartupError::Hasher)?;
         let listener = TcpListener::bind(config.http_addr)
             .await

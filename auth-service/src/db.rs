@@ -1,33 +1,23 @@
-//! The connection pool and this service's schema (embedded migrations, run at start).
+//! The service's own database: the pool every query goes through, and the schema brought up
+//! to date at start (the embedded `migrations/`: `credentials` and `outbox`). The plumbing is the
+//! one every service shares ([`shared::database`]).
 
-use secrecy::ExposeSecret;
-use shared::config::DatabaseSettings;
-use sqlx::{
-    PgPool,
-    migrate::{MigrateError, Migrator},
-    postgres::PgPoolOptions,
-};
+use shared::{CancellationToken, config::DatabaseSettings};
+use sqlx::{PgPool, migrate::Migrator};
+
+pub use shared::database::{DatabaseError, ping};
+
+use crate::config::SERVICE;
 
 /// `credentials` and `outbox`, from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
-/// Connects (the database must exist; this service does not create it). A request waits at
-/// most `DATABASE_TIMEOUT_MS` for a pooled connection, then is answered 503.
-pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
-        .max_connections(settings.database_max_connections.get())
-        .acquire_timeout(settings.database_timeout)
-        .connect(settings.database_url.expose_secret())
-        .await
+/// A lazy pool on `DATABASE_URL` (see [`shared::database::pool`]).
+pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, DatabaseError> {
+    shared::database::pool(settings, SERVICE.name)
 }
 
-/// Brings the schema up to date. Safe with several instances starting at once (sqlx takes
-/// an advisory lock).
-pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
-    MIGRATOR.run(pool).await
-}
-
-/// Whether the database answers a query (for `/readyz`).
-pub async fn ping(pool: &PgPool) -> bool {
-    sqlx::query!("SELECT 1 AS one").fetch_one(pool).await.is_ok()
+/// Brings the schema up to date, waiting up to 30 s for a database that is not up yet.
+pub async fn migrate(pool: &PgPool, shutdown: &CancellationToken) -> Result<(), DatabaseError> {
+    shared::database::migrate(pool, &MIGRATOR, shutdown).await
 }

@@ -27,6 +27,8 @@ pub mod client;
 pub mod config;
 pub mod connection;
 pub mod contracts;
+#[cfg(feature = "database")]
+pub mod database;
 pub mod error;
 pub mod event_id;
 pub mod ops;

@@ -135,7 +135,7 @@ impl OutboxFixture {
     async fn with_rows(rows: usize) -> OutboxFixture {
         let env = ServiceEnv::new().await;
         let pool = env.db().pool().await;
-        db::migrate(&pool).await.unwrap();
+        db::migrate(&pool, &shared::CancellationToken::new()).await.unwrap();
         let mut transaction = pool.begin().await.unwrap();
         for i in 0..rows {
             let event = UserCreated {
