@@ -375,7 +375,7 @@ pub struct DatabaseSettings {
     /// Connections in the pool at most; calls beyond it wait for one
     #[arg(long = "database-max-connections", env = "DATABASE_MAX_CONNECTIONS", value_name = "N", default_value = "10")]
     pub database_max_connections: NonZeroU32,
-    /// Longest wait for a pooled database connection (services that bound each query use it there too), in ms
+    /// Longest wait for a pooled database connection, and the statement timeout of every query, in ms
     #[arg(long = "database-timeout-ms", env = "DATABASE_TIMEOUT_MS", value_name = "MS", default_value = "2000", value_parser = millis)]
     pub database_timeout: Duration,
 }
