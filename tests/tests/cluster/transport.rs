@@ -9,7 +9,7 @@ use std::sync::{
 use serde::{Deserialize, Serialize};
 use shared::{
     BrokerConfig, CancellationToken, Client, ClientConfig, EmitOptions, EmitTarget, Event, EventFailure, Listener,
-    QueueType, Server, ServerConfig, State,
+    MessageContext, QueueType, RetryPolicy, Server, ServerConfig, State,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -24,6 +24,64 @@ impl Event for Nudge {
 async fn on_nudge(State(seen): State<Arc<AtomicUsize>>, _nudge: Nudge) -> Result<(), EventFailure> {
     seen.fetch_add(1, Ordering::SeqCst);
     Ok(())
+}
+
+/// Fails the first attempt of every nudge, records the attempt that succeeded.
+async fn flaky_nudge(
+    State(seen): State<Arc<AtomicUsize>>,
+    context: MessageContext,
+    _nudge: Nudge,
+) -> Result<(), EventFailure> {
+    if context.attempt < 2 {
+        return Err(EventFailure::transient(std::io::Error::other("first attempt fails")));
+    }
+    seen.store(usize::try_from(context.attempt).unwrap(), Ordering::SeqCst);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_event_comes_back_through_a_quorum_delay_queue() {
+    let (cluster, _turn) = crate::cluster().await;
+    let queue = tests::unique("quorum_retry");
+    let seen = Arc::new(AtomicUsize::new(0));
+    let shutdown = CancellationToken::new();
+    let mut config = ServerConfig::new(
+        BrokerConfig::new(cluster.urls(), "quorum-retry-server").queue_type(QueueType::Quorum),
+        "quorum-retry-test",
+    );
+    config.retry =
+        RetryPolicy { max_attempts: 3, initial_delay: std::time::Duration::from_millis(200), ..RetryPolicy::default() };
+    let delays = config.retry.delays();
+    let server = Server::new(Arc::clone(&seen))
+        .event(flaky_nudge)
+        .listen(Listener::queue(&queue))
+        .start(config, shutdown.clone());
+    assert!(server.wait_ready(tests::DEADLINE).await);
+    let client =
+        Client::start(ClientConfig::new(BrokerConfig::new(cluster.urls(), "quorum-retry-client")), shutdown.clone());
+    assert!(client.wait_connected(tests::DEADLINE).await);
+    let to_queue = EmitOptions { target: Some(EmitTarget::Queue(queue.clone())), ..EmitOptions::default() };
+    client.emit_with(&Nudge { n: 1 }, to_queue).await.unwrap();
+    tests::eventually(tests::DEADLINE, || async {
+        match seen.load(Ordering::SeqCst) {
+            0 => Err("not handled yet".to_owned()),
+            attempt => Ok(attempt),
+        }
+    })
+    .await;
+    assert_eq!(seen.load(Ordering::SeqCst), 2, "handled on the second attempt, after one delay");
+    // The delay and dead-letter queues are quorum queues (the delay ones dead-letter at least once).
+    crate::assert_all_quorum(cluster, &[queue.as_str()]).await;
+    let queues = cluster.list_queues().await;
+    let dlq = shared::topology::dlq_name(&queue);
+    assert!(queues.iter().any(|q| q.name == dlq && q.messages == 0), "{queues:?}");
+    client.shutdown().await;
+    shutdown.cancel();
+    server.stopped().await;
+    let mut names = vec![queue.clone(), dlq];
+    names.extend(delays.iter().map(|delay| shared::topology::retry_queue_name(&queue, *delay)));
+    let probe = tests::BrokerProbe::connect(&cluster.url(0)).await;
+    probe.delete_queues(&names.iter().map(String::as_str).collect::<Vec<_>>()).await;
 }
 
 #[tokio::test]
