@@ -34,6 +34,8 @@ struct Call {
     attempt: u32,
     at: Instant,
     headers: std::collections::BTreeMap<String, Value>,
+    /// `ctx.header("x-attempt")`, as a handler reads one header.
+    attempt_header: Option<Value>,
 }
 
 #[derive(Default)]
@@ -46,7 +48,8 @@ impl Calls {
 }
 
 async fn flaky(State(calls): State<Arc<Calls>>, ctx: MessageContext, event: Flaky) -> Result<(), EventFailure> {
-    let call = Call { n: event.n, attempt: ctx.attempt, at: Instant::now(), headers: ctx.headers() };
+    let attempt_header = ctx.header(retry::ATTEMPT_HEADER);
+    let call = Call { n: event.n, attempt: ctx.attempt, at: Instant::now(), headers: ctx.headers(), attempt_header };
     calls.0.lock().unwrap().push(call);
     if event.fail { Err(EventFailure::transient(ToldToFail)) } else { Ok(()) }
 }
@@ -131,6 +134,7 @@ async fn retries_wait_in_delay_queues_named_and_timed_by_the_retry_policy() {
         let expected = topology::retry_queue_name(&setup.queue, delay);
         assert_eq!(last_expired_from(&next.headers), Some(expected), "attempt {}", next.attempt);
         assert_eq!(next.headers.get(retry::ATTEMPT_HEADER), Some(&json!(next.attempt)));
+        assert_eq!(next.attempt_header, Some(json!(next.attempt)));
     }
 
     assert_eq!(parked.header(retry::FAILURE_HEADER), Some(&json!("exhausted")));
