@@ -22,12 +22,12 @@ use std::{
 
 use lapin::{Connection, ConnectionProperties};
 
+use crate::local_rabbit::{scripts_dir, set_owner_only};
+
 /// How long a node may take to accept AMQP connections after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a graceful stop may take before the node is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
-/// Where Debian keeps the scripts that run as the calling user.
-const DEBIAN_SCRIPTS: &str = "/usr/lib/rabbitmq/bin";
 
 /// One queue as `rabbitmqctl list_queues` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,29 +366,9 @@ fn remove_abandoned_clusters() {
     }
 }
 
-/// `/usr/lib/rabbitmq/bin` when it has the scripts, else the directory of `rabbitmq-server`
-/// on `PATH`.
-fn scripts_dir() -> PathBuf {
-    let debian = Path::new(DEBIAN_SCRIPTS);
-    if debian.join("rabbitmq-server").exists() {
-        return debian.to_owned();
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .find(|dir| dir.join("rabbitmq-server").is_file() && dir.join("rabbitmqctl").is_file())
-        .unwrap_or_else(|| panic!("local cluster: no rabbitmq-server in {DEBIAN_SCRIPTS} nor on PATH"))
-}
-
 /// `count` distinct ports of 127.0.0.1 nobody listens on right now.
 fn free_ports(count: usize) -> Vec<u16> {
     let listeners: Vec<_> =
         (0..count).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
     listeners.iter().map(|listener| listener.local_addr().expect("a bound address").port()).collect()
-}
-
-/// Erlang refuses a cookie file others can read.
-fn set_owner_only(path: &Path) {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400)).expect("chmod the cookie");
 }

@@ -238,7 +238,7 @@ impl LocalRabbit {
 ///
 /// # Panics
 /// When neither has them.
-fn scripts_dir() -> PathBuf {
+pub(crate) fn scripts_dir() -> PathBuf {
     let debian = Path::new(DEBIAN_SCRIPTS);
     if debian.join("rabbitmq-server").exists() {
         return debian.to_owned();
@@ -247,11 +247,13 @@ fn scripts_dir() -> PathBuf {
         .into_iter()
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .find(|dir| dir.join("rabbitmq-server").is_file() && dir.join("rabbitmqctl").is_file())
-        .unwrap_or_else(|| panic!("local RabbitMQ: no rabbitmq-server in {DEBIAN_SCRIPTS} nor on PATH"))
+        .unwrap_or_else(|| {
+            panic!("no rabbitmq-server in {DEBIAN_SCRIPTS} nor on PATH: install the rabbitmq-server package")
+        })
 }
 
 /// Erlang refuses a cookie file others can read.
-fn set_owner_only(path: &Path) {
+pub(crate) fn set_owner_only(path: &Path) {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400))
         .unwrap_or_else(|error| panic!("cannot chmod {}: {error}", path.display()));
