@@ -181,9 +181,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unknown_accounts_never_verify() {
-        let hasher = PasswordHasher::new(CHEAP, 1).await.unwrap();
-        assert!(!hasher.verify(Password::offered(String::new()), None).await.unwrap());
+    async fn an_unknown_account_never_verifies_and_costs_a_full_verification() {
+        // Costly enough that one verification dwarfs the bookkeeping around it.
+        let params = Argon2Params { m_cost: 4096, t_cost: 1, p_cost: 1 };
+        let hasher = PasswordHasher::new(params, 1).await.unwrap();
+        let digest = hasher.hash(Password::offered("correct horse".into())).await.unwrap();
+        let timed = |stored: Option<PasswordDigest>| {
+            let hasher = hasher.clone();
+            async move {
+                let started = std::time::Instant::now();
+                let verified = hasher.verify(Password::offered("correct horse".into()), stored).await.unwrap();
+                (verified, started.elapsed())
+            }
+        };
+        let (mut known, mut unknown) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            let (verified, elapsed) = timed(Some(digest.clone())).await;
+            assert!(verified);
+            known.push(elapsed);
+            let (verified, elapsed) = timed(None).await;
+            assert!(!verified, "an unknown account verified");
+            unknown.push(elapsed);
+        }
+        known.sort();
+        unknown.sort();
+        let ratio = unknown[2].as_secs_f64() / known[2].as_secs_f64();
+        assert!(
+            (0.5..=2.0).contains(&ratio),
+            "unknown {:?} vs known {:?}: the time tells them apart",
+            unknown[2],
+            known[2]
+        );
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ mod test_app;
 mod user_service_stub;
 
 mod cli;
+mod credential_timing;
 mod health;
 mod login;
 mod openapi;
