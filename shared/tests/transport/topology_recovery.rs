@@ -42,7 +42,8 @@ async fn queues_deleted_while_consumed_are_redeclared_and_consumed_again() {
     // A marker in the DLQ (which nobody consumes) tells a redeclared DLQ from the old one.
     probe.publish_raw("", &dlq, b"marker", lapin::BasicProperties::default()).await;
     assert_eq!(probe.message_count(&dlq).await, 1);
-    probe.delete_queues(&[&deleted, &dlq]).await;
+    // The DLQ first: deleting the queue makes the server redeclare at once.
+    probe.delete_queues(&[&dlq, &deleted]).await;
     // The broker cancelled the consumer of the deleted queue; the server declares it (and its
     // DLQ) again and resumes consuming it.
     tests::eventually(DEADLINE, || client.send_with(&echo, quick(&deleted))).await;
