@@ -4,10 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod coalescing;
 mod get_user;
 mod nest;
 mod ops;
 mod outage;
 mod projection;
 mod shutdown;
+mod signals;
 mod support;
