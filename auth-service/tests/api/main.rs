@@ -12,6 +12,7 @@ mod login;
 mod openapi;
 mod outbox;
 mod rate_limit;
+mod signals;
 mod signup;
 mod tokens;
 mod users;
