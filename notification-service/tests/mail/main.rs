@@ -13,5 +13,6 @@ mod instances;
 mod nest_interop;
 mod ops;
 mod retry;
+mod signals;
 mod support;
 mod welcome_mail;
