@@ -5,6 +5,7 @@
 mod ambiguous;
 mod claims;
 mod cli;
+mod competing;
 mod database_faults;
 mod dead_letter;
 mod dedup;
