@@ -161,3 +161,38 @@ async fn sends_fail_fast_when_the_broker_is_unreachable() {
     assert!(started.elapsed() < Duration::from_secs(1), "failing took {:?}", started.elapsed());
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_reply_carrying_an_id_is_no_handler_only_for_the_nestjs_message() {
+    let fixture = Fixture::start().await;
+    // A responder of our own answers each call with an `id` beside its error, as NestJS's
+    // no-handler reply has one.
+    let responder = tests::unique("responder");
+    let probe = tests::BrokerProbe::connect(&fixture.amqp_url).await;
+    probe.declare_queue(&responder).await;
+    let replies = [
+        (json!({"status": 418, "message": "teapot"}), false),
+        (json!("some other failure"), false),
+        (json!(shared::wire::NO_HANDLER_MESSAGE), true),
+    ];
+    for (err, no_handler) in replies {
+        let client = fixture.client.clone();
+        let queue = responder.clone();
+        let call = tokio::spawn(async move {
+            let options = SendOptions { queue: Some(queue), timeout: Some(Duration::from_secs(10)) };
+            client.send_raw(&json!({"cmd": "x"}), &json!({}), options).await
+        });
+        let request = probe.wait_for_message(&responder, crate::DEADLINE).await;
+        let id = request.correlation_id.clone().unwrap();
+        let properties = lapin::BasicProperties::default().with_correlation_id(id.as_str().into());
+        let body = json!({"id": id, "err": err, "status": "error"}).to_string();
+        probe.publish_raw("", request.reply_to.as_deref().unwrap(), body.as_bytes(), properties).await;
+        let error = call.await.unwrap().unwrap_err();
+        if no_handler {
+            assert!(matches!(error, RpcError::NoHandler { .. }), "{err}: {error:?}");
+        } else {
+            assert!(matches!(&error, RpcError::Remote { error, .. } if error.0 == err), "{err}: {error:?}");
+        }
+    }
+    probe.delete_queues(&[&responder]).await;
+}
