@@ -15,6 +15,7 @@ async fn client_and_server_recover_after_the_broker_link_breaks() {
     let fixture =
         Fixture::start_on(&server_link.url_for(&amqp_url), &client_link.url_for(&amqp_url), |config| config).await;
     assert_eq!(fixture.client.send(&Echo { text: "before".into(), delay_ms: 0 }).await.unwrap().text, "before");
+    assert_eq!(fixture.client.node(), Some(client_link.addr().to_string()), "the node it is connected to");
 
     // A call in flight when the client's link breaks fails at once, not at its timeout.
     let client = fixture.client.clone();
@@ -30,6 +31,7 @@ async fn client_and_server_recover_after_the_broker_link_breaks() {
     assert!(matches!(result, Err(RpcError::Unavailable { .. })), "{result:?}");
     assert!(elapsed < Duration::from_secs(3), "failing took {elapsed:?}");
     assert!(!fixture.client.is_connected());
+    assert_eq!(fixture.client.node(), None, "no node while reconnecting");
 
     client_link.restore();
     server_link.restore();
@@ -37,6 +39,7 @@ async fn client_and_server_recover_after_the_broker_link_breaks() {
     let after = Echo { text: "after".into(), delay_ms: 0 };
     let reply = tests::eventually(DEADLINE, || fixture.client.send(&after)).await;
     assert_eq!(reply.text, "after");
+    assert_eq!(fixture.client.node(), Some(client_link.addr().to_string()));
     assert!(fixture.server.as_ref().unwrap().is_ready());
     tests::eventually(DEADLINE, || fixture.client.emit(&Ping { n: 9 })).await;
     tests::eventually(DEADLINE, || async {
