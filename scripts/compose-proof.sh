@@ -22,8 +22,18 @@
 #   Always: docker compose down -v (trap), dockerd stopped if this script started it, and a
 #   summary with the time of every phase.
 #
-# Usage: scripts/compose-proof.sh [--infra-only] [--keep] [--skip-e2e] [--skip-kit] [--source-build]
+# --cluster runs phases 1-4 and then, instead of 5-7, the CLUSTER variant: docker-compose.yml +
+# docker-compose.cluster.yml (+ the image overrides docker/compose.local.yml and
+# docker/compose.cluster.local.yml): three RabbitMQ nodes that must form one cluster from their
+# config, every container healthy, the smoke flow, every queue a quorum queue, then signups at
+# a steady rate while ONE node (the one most service links use) is stopped and started again:
+# every signup accepted, and mailed exactly once, also those made during the outage.
+#
+# Usage: scripts/compose-proof.sh [--infra-only] [--cluster] [--keep] [--skip-e2e] [--skip-kit] [--source-build]
 #   --infra-only    phases 1-3, then only rabbitmq, postgres and mailpit: up, healthy, checked, down
+#   --cluster       the cluster variant (above); PROOF_CLUSTER_RATE (signups/s, 5),
+#                   PROOF_CLUSTER_OUTAGE (seconds the node stays down, 30),
+#                   PROOF_CLUSTER_STOP_NODE (rabbitmq, rabbitmq-2 or rabbitmq-3: which node to stop)
 #   --keep          leave the stack (and dockerd) running at the end
 #   --skip-e2e      do not run the e2e suite against the stack
 #   --skip-kit      do not run the test kit's testcontainers path
@@ -36,10 +46,11 @@ set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-INFRA_ONLY=0 KEEP=0 SKIP_E2E=0 SKIP_KIT=0 SOURCE_BUILD=0
+INFRA_ONLY=0 CLUSTER=0 KEEP=0 SKIP_E2E=0 SKIP_KIT=0 SOURCE_BUILD=0
 for arg in "$@"; do
   case "$arg" in
     --infra-only) INFRA_ONLY=1 ;;
+    --cluster) CLUSTER=1 ;;
     --keep) KEEP=1 ;;
     --skip-e2e) SKIP_E2E=1 ;;
     --skip-kit) SKIP_KIT=1 ;;
@@ -50,7 +61,7 @@ for arg in "$@"; do
 done
 
 # ---- settings ---------------------------------------------------------------------------------
-PROJECT=${PROOF_PROJECT:-compose-proof}
+if [ "$CLUSTER" = 1 ]; then PROJECT=${PROOF_PROJECT:-compose-proof-cluster}; else PROJECT=${PROOF_PROJECT:-compose-proof}; fi
 CACHE_DIR=${PROOF_CACHE_DIR:-/var/tmp/compose-proof}
 HEALTH_DEADLINE=${PROOF_HEALTH_DEADLINE:-240}   # seconds for every container to turn healthy
 FLOW_DEADLINE=${PROOF_FLOW_DEADLINE:-60}        # seconds for a user / a mail to show up
@@ -71,6 +82,8 @@ export RABBITMQ_UI_PORT=${PROOF_RABBITMQ_UI_PORT:-25683}
 export POSTGRES_PORT=${PROOF_POSTGRES_PORT:-25432}
 export MAILPIT_UI_PORT=${PROOF_MAILPIT_UI_PORT:-28025}
 export MAILPIT_SMTP_PORT=${PROOF_MAILPIT_SMTP_PORT:-21025}
+export AMQP_PORT_2=${PROOF_AMQP_PORT_2:-25684}
+export AMQP_PORT_3=${PROOF_AMQP_PORT_3:-25685}
 export USER_OPS_PORTS=${PROOF_USER_OPS_PORTS:-29091-29095}
 export NOTIFICATION_OPS_PORTS=${PROOF_NOTIFICATION_OPS_PORTS:-29096-29099}
 # auth-service limits /auth/* per client IP, and through a published port every request of
@@ -84,6 +97,11 @@ MAILPIT_URL="http://127.0.0.1:$MAILPIT_UI_PORT"
 HOST_AMQP_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f"
 HOST_POSTGRES_URL="postgres://postgres:postgres@127.0.0.1:$POSTGRES_PORT"
 SERVICES=(auth-service user-service notification-service)
+# The compose files of the proof: the real file(s), then the overrides that only swap images.
+COMPOSE_FILES=(-f "$ROOT/docker-compose.yml")
+[ "$CLUSTER" = 1 ] && COMPOSE_FILES+=(-f "$ROOT/docker-compose.cluster.yml")
+COMPOSE_FILES+=(-f "$ROOT/docker/compose.local.yml")
+[ "$CLUSTER" = 1 ] && COMPOSE_FILES+=(-f "$ROOT/docker/compose.cluster.local.yml")
 
 # ---- output, phases and timings -----------------------------------------------------------------
 say() { printf '%s\n' "$*"; }
@@ -125,7 +143,7 @@ cleanup() {
     if [ "$KEEP" = 1 ]; then
       say ""
       say "==> --keep: the stack stays up (project $PROJECT); tear it down with"
-      say "    docker compose -p $PROJECT -f docker-compose.yml -f docker/compose.local.yml down -v"
+      say "    docker compose -p $PROJECT ${COMPOSE_FILES[*]} down -v"
     else
       local begin
       begin=$(now)
@@ -163,11 +181,15 @@ trap cleanup EXIT
 # read are removed from this script's environment so that a developer's shell cannot leak into
 # the containers; the PROOF ports exported above win over .env.example.
 compose() {
+  # PROOF_JWT_SECRET, when set (the --cluster mode sets one), hands auth-service an explicit
+  # token key instead of .env.example's empty JWT_SECRET with APP_ENV=dev.
+  local key=()
+  [ -z "${PROOF_JWT_SECRET:-}" ] || key=("JWT_SECRET=$PROOF_JWT_SECRET")
   env -u AMQP_URL -u DATABASE_URL -u HTTP_ADDR -u OPS_ADDR -u JWT_SECRET -u APP_ENV \
     -u RPC_TIMEOUT_MS -u USER_QUEUE -u USER_EVENTS_QUEUE -u NOTIFICATION_QUEUE \
-    -u EVENTS_EXCHANGE -u SMTP_URL -u MAIL_FROM -u LOG_FORMAT -u RUST_LOG \
+    -u EVENTS_EXCHANGE -u SMTP_URL -u MAIL_FROM -u LOG_FORMAT -u RUST_LOG "${key[@]}" \
     docker compose -p "$PROJECT" --env-file "$ROOT/.env.example" \
-    -f "$ROOT/docker-compose.yml" -f "$ROOT/docker/compose.local.yml" "$@"
+    "${COMPOSE_FILES[@]}" "$@"
 }
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -382,7 +404,9 @@ if ! compose_is_v2; then
 fi
 compose_is_v2 || die "docker compose is not v2: $(docker compose version 2>&1)"
 note "$(docker compose version)"
-for port in "$HTTP_PORT" "$AMQP_PORT" "$RABBITMQ_UI_PORT" "$POSTGRES_PORT" "$MAILPIT_UI_PORT" "$MAILPIT_SMTP_PORT"; do
+ports=("$HTTP_PORT" "$AMQP_PORT" "$RABBITMQ_UI_PORT" "$POSTGRES_PORT" "$MAILPIT_UI_PORT" "$MAILPIT_SMTP_PORT")
+[ "$CLUSTER" = 1 ] && ports+=("$AMQP_PORT_2" "$AMQP_PORT_3")
+for port in "${ports[@]}"; do
   port_free "$port" || die "host port $port is in use; set the PROOF_*_PORT variables (see the script)"
 done
 phase_end
@@ -474,6 +498,13 @@ for service in "${SERVICES[@]}"; do
   note "$image: user $(docker image inspect "$image" --format '{{.Config.User}}'), healthcheck $(docker image inspect "$image" --format '{{json .Config.Healthcheck.Test}}'), $(docker image inspect "$image" --format '{{.Size}}') bytes"
 done
 phase_end
+
+# ==== cluster: the cluster variant instead of 5-7 =======================================================
+if [ "$CLUSTER" = 1 ]; then
+  # shellcheck source=scripts/compose-proof-cluster.sh
+  . "$ROOT/scripts/compose-proof-cluster.sh"
+  exit 0
+fi
 
 # ==== 5. The stack ====================================================================================
 phase_begin "5a. compose up -d (docker-compose.yml + docker/compose.local.yml), every container healthy"
