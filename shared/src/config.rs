@@ -129,7 +129,8 @@ pub fn from_env<C: Args + FromArgMatches>(spec: &ServiceSpec) -> Result<Invocati
         })?;
         return Ok(Invocation::Healthcheck(addr));
     }
-    let command = service_command::<C>(spec).subcommand(healthcheck_subcommand(spec));
+    let command = without_blank_env(service_command::<C>(spec), |var| std::env::var_os(var))
+        .subcommand(healthcheck_subcommand(spec));
     // Old names become explicit flags (which take precedence over the environment) when the
     // new name is not set: no process-wide environment is rewritten.
     let (flags, deprecations) = renamed_flags(spec, &command, |var| std::env::var(var).ok());
@@ -219,7 +220,18 @@ fn healthcheck_subcommand(spec: &ServiceSpec) -> Command {
 }
 
 fn healthcheck_command(spec: &ServiceSpec) -> Command {
-    Command::new(spec.name).version(spec.version).subcommand(healthcheck_subcommand(spec))
+    let healthcheck = without_blank_env(healthcheck_subcommand(spec), |var| std::env::var_os(var));
+    Command::new(spec.name).version(spec.version).subcommand(healthcheck)
+}
+
+/// Stops reading the variables that are set but blank, so they take their default as an
+/// unset one does (and as [`from_lookup`] reads them): compose files pass `VAR: ${VAR:-}`,
+/// which must mean "not configured", never an empty value (e.g. a 0-byte key).
+fn without_blank_env(command: Command, get: impl Fn(&std::ffi::OsStr) -> Option<OsString>) -> Command {
+    command.mut_args(|arg| {
+        let blank = arg.get_env().and_then(&get).is_some_and(|value| value.to_string_lossy().trim().is_empty());
+        if blank { arg.env(None) } else { arg }
+    })
 }
 
 fn default_of(spec: &ServiceSpec, var: &str) -> Option<&'static str> {
@@ -559,6 +571,17 @@ mod tests {
             command.clone().try_get_matches_from(["sample-service", "healthcheck", "--addr", "nowhere"]).unwrap_err();
         let error = translate(&command, error).to_string();
         assert!(error.starts_with("OPS_ADDR=\"nowhere\" is invalid"), "{error}");
+    }
+
+    #[test]
+    fn a_blank_variable_is_not_read_so_it_takes_the_default() {
+        let blank_prefetch = |var: &std::ffi::OsStr| (var == "PREFETCH").then(|| OsString::from(" "));
+        let command = without_blank_env(service_command::<Sample>(&SPEC), blank_prefetch);
+        let env_of = |id: &str| command.get_arguments().find(|arg| arg.get_id() == id).and_then(Arg::get_env);
+        assert_eq!(env_of("prefetch"), None, "a blank PREFETCH is not read");
+        assert_eq!(env_of("events_exchange").and_then(|var| var.to_str()), Some("EVENTS_EXCHANGE"));
+        let matches = command.try_get_matches_from(["sample-service"]).unwrap();
+        assert_eq!(matches.get_one::<std::num::NonZeroU16>("prefetch").unwrap().get(), 16);
     }
 
     #[test]

@@ -60,6 +60,16 @@ async fn without_a_jwt_key_outside_dev_the_service_does_not_start_and_says_why()
 }
 
 #[tokio::test]
+async fn a_blank_jwt_secret_counts_as_unset_not_as_an_empty_key() {
+    // Compose passes `JWT_SECRET: ${JWT_SECRET:-}`: blank means "not configured".
+    let output = run(&[], &[("JWT_SECRET", "")]).await;
+    assert_eq!(output.status.code(), Some(2), "a configuration error");
+    let said = text(&output.stderr);
+    assert!(said.contains("JWT_SECRET is required"), "{said}");
+    assert!(!said.contains("got 0"), "{said}");
+}
+
+#[tokio::test]
 async fn the_deprecated_pool_size_variable_still_sets_the_connections() {
     // Zero is rejected: the error proves the old name was read as the new setting.
     let output = run(&[], &[("APP_ENV", "dev"), ("DB_MAX_CONNECTIONS", "0")]).await;
