@@ -203,3 +203,16 @@ async fn emit_raw_publishes_stored_json_byte_for_byte_and_is_confirmed() {
     assert!(matches!(error, EmitError::Unroutable { .. }), "{error:?}");
     probe.delete_queues(&[&observer]).await;
 }
+
+#[tokio::test]
+async fn an_event_pattern_written_with_json_escapes_routes_like_its_text() {
+    let fixture = Fixture::start().await;
+    let probe = tests::BrokerProbe::connect(&fixture.amqp_url).await;
+    // `test.p\u0069ng` is the JSON text of "test.ping".
+    let body = br#"{"pattern":"test.p\u0069ng","data":{"n":4}}"#;
+    probe.publish_raw("", &fixture.queue, body, lapin::BasicProperties::default()).await;
+    let (event, ctx) = pings(&fixture, 1).await.remove(0);
+    assert_eq!(event, Ping { n: 4 });
+    assert_eq!(ctx.pattern, "test.ping");
+    probe.assert_empty(&fixture.dlq()).await;
+}
