@@ -89,7 +89,8 @@ pub async fn declare_failure_queues(
     Ok(())
 }
 
-fn dlq_arguments(queue_type: QueueType) -> FieldTable {
+/// The arguments of a dead-letter queue (what `mq topology check` and the AsyncAPI document expect).
+pub fn dlq_arguments(queue_type: QueueType) -> FieldTable {
     let mut arguments = FieldTable::default();
     if queue_type == QueueType::Quorum {
         arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
@@ -98,7 +99,7 @@ fn dlq_arguments(queue_type: QueueType) -> FieldTable {
 }
 
 /// A delay queue: its TTL dead-letters the message back into `queue`.
-fn retry_arguments(queue: &str, delay: Duration, queue_type: QueueType) -> FieldTable {
+pub fn retry_arguments(queue: &str, delay: Duration, queue_type: QueueType) -> FieldTable {
     let mut arguments = dlq_arguments(queue_type);
     let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
     arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
