@@ -15,9 +15,9 @@
 #       mailed exactly once; the signups of the outage must be mailed during the outage.
 #   C6. after the return: three nodes running, the restarted node sees every queue, all quorum.
 
-# An explicit token key: auth-service currently takes .env.example's empty JWT_SECRET as
-# a key of 0 bytes and exits, even with APP_ENV=dev; PROOF_JWT_SECRET= (empty) tries without.
-export PROOF_JWT_SECRET=${PROOF_JWT_SECRET-compose-proof-cluster-token-key-0123456789abcdef}
+# The token key is the generated one (docker/secrets-init.sh), as in the base stack;
+# PROOF_JWT_SECRET=<32 bytes or more> hands auth-service an explicit one instead.
+export PROOF_JWT_SECRET=${PROOF_JWT_SECRET-}
 HEALTH_DEADLINE=${PROOF_HEALTH_DEADLINE:-480}
 FLOW_DEADLINE=${PROOF_FLOW_DEADLINE:-120}
 CLUSTER_RATE=${PROOF_CLUSTER_RATE:-5}
@@ -115,10 +115,13 @@ for node in "${NODES[@]}"; do
 done
 note "RabbitMQ $(rmqctl rabbitmq eval 'rabbit_misc:version().' | tr -d '"'), cookie from RABBITMQ_CLUSTER_COOKIE (-setcookie), nodes found by classic_config peer discovery (nothing joined by hand)"
 for service in "${SERVICES[@]}"; do
-  env_of=$(jq -r --arg s "$service" '.services[$s].environment | "AMQP_URL=\(.AMQP_URL) AMQP_QUEUE_TYPE=\(.AMQP_QUEUE_TYPE)"' "$TMP/config.json")
+  env_of=$(jq -r --arg s "$service" '.services[$s].environment | "AMQP_QUEUE_TYPE=\(.AMQP_QUEUE_TYPE)"' "$TMP/config.json")
   grep -q 'AMQP_QUEUE_TYPE=quorum' <<<"$env_of" || die "$service: $env_of"
-  [ "$(grep -o 'amqp://' <<<"$env_of" | wc -l)" = 3 ] || die "$service: not three URLs: $env_of"
-  note "$service: ${env_of//guest:guest@/}"
+  # The generated URL file (AMQP_URL_FILE): the service's own user on each of the three nodes.
+  urls=$(compose exec -T "$service" cat /run/secrets/amqp-url | sed -E 's#amqp://([^:]*):[^@]*@#amqp://\1:***@#g')
+  [ "$(grep -o 'amqp://' <<<"$urls" | wc -l)" = 3 ] || die "$service: not three URLs: $urls"
+  grep -q "amqp://$service:" <<<"$urls" || die "$service: not its own broker user: $urls"
+  note "$service: $env_of AMQP_URL_FILE=$urls"
 done
 links_in_use | sed 's/^/    link /'
 phase_end

@@ -10,8 +10,12 @@
 #   4. The three services: cargo build --release on the host, images built by compose with the
 #      Dockerfile's `prebuilt` target (docker/compose.local.yml).
 #   5. The REAL docker-compose.yml plus docker/compose.local.yml (which only swaps images):
-#      up, every container healthy, smoke flow over the published ports (signup, login,
-#      GET /users/{id}, the welcome mail in the mail catcher, the ops ports), the e2e suite if
+#      with no .env (and .env.example proven equal to the defaults), up, every container
+#      healthy, smoke flow over the published ports (signup, login, GET /users/{id}, the welcome
+#      mail in the mail catcher, the ops ports), the secure defaults (the token is signed with
+#      the generated key, not the source's development key; no guest user, one limited broker
+#      user per service; one Postgres role per service owning its database, no superuser; the
+#      broker's message size limit), the e2e suite if
 #      tests/tests/e2e exists, then --scale user-service=3 --scale notification-service=2 and
 #      several signups with one mail each, then down (volumes kept) and up: data kept.
 #   6. The test kit's testcontainers path (cargo test -p tests --test kit_infra with the
@@ -94,8 +98,12 @@ export RATE_LIMIT_BURST=${PROOF_RATE_LIMIT_BURST:-200}
 
 AUTH_URL="http://127.0.0.1:$HTTP_PORT"
 MAILPIT_URL="http://127.0.0.1:$MAILPIT_UI_PORT"
-HOST_AMQP_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f"
-HOST_POSTGRES_URL="postgres://postgres:postgres@127.0.0.1:$POSTGRES_PORT"
+# The stack's credentials are generated on its first start (docker/secrets-init.sh): these
+# are read from its containers once it is up (stack_credentials).
+HOST_AMQP_URL="" HOST_POSTGRES_URL="" RABBITMQ_ADMIN_PASSWORD=""
+# The public development key in auth-service's source (auth-service/src/config.rs): a fresh
+# stack must never sign with it.
+DEV_JWT_SECRET='dev-only-secret-do-not-use-in-production!'
 SERVICES=(auth-service user-service notification-service)
 # The compose files of the proof: the real file(s), then the overrides that only swap images.
 COMPOSE_FILES=(-f "$ROOT/docker-compose.yml")
@@ -177,19 +185,105 @@ cleanup() {
 trap cleanup EXIT
 
 # The compose command of the proof: the real docker-compose.yml plus the image override, with
-# .env.example as the environment file (so the example is proven too). Settings the services
-# read are removed from this script's environment so that a developer's shell cannot leak into
-# the containers; the PROOF ports exported above win over .env.example.
+# NO environment file: the stack must work with no set-up at all (phase 5a also proves that
+# .env.example changes nothing). Settings the stack reads are removed from this script's
+# environment so that a developer's shell cannot leak into the containers; only the PROOF
+# ports and rate limit exported above are set.
+ENV_FILE=/dev/null
 compose() {
-  # PROOF_JWT_SECRET, when set (the --cluster mode sets one), hands auth-service an explicit
-  # token key instead of .env.example's empty JWT_SECRET with APP_ENV=dev.
+  # PROOF_JWT_SECRET, when set, hands auth-service an explicit token key instead of the
+  # generated one.
   local key=()
   [ -z "${PROOF_JWT_SECRET:-}" ] || key=("JWT_SECRET=$PROOF_JWT_SECRET")
   env -u AMQP_URL -u DATABASE_URL -u HTTP_ADDR -u OPS_ADDR -u JWT_SECRET -u APP_ENV \
+    -u AUTH_AMQP_URL -u USERS_AMQP_URL -u NOTIFICATIONS_AMQP_URL -u CLUSTER_AMQP_URL \
+    -u AUTH_DATABASE_URL -u USERS_DATABASE_URL -u NOTIFICATIONS_DATABASE_URL -u POSTGRES_PASSWORD \
     -u RPC_TIMEOUT_MS -u USER_QUEUE -u USER_EVENTS_QUEUE -u NOTIFICATION_QUEUE \
     -u EVENTS_EXCHANGE -u SMTP_URL -u MAIL_FROM -u LOG_FORMAT -u RUST_LOG "${key[@]}" \
-    docker compose -p "$PROJECT" --env-file "$ROOT/.env.example" \
+    docker compose -p "$PROJECT" --env-file "$ENV_FILE" \
     "${COMPOSE_FILES[@]}" "$@"
+}
+
+# Reads the generated credentials the proof itself needs from the running stack: the broker
+# URL of auth-service (a caller of user_queue, as the e2e suite's NestJS client is) and the
+# Postgres superuser's, both via the published ports, and the management UI's admin password.
+stack_credentials() {
+  local auth_url super
+  auth_url=$(compose exec -T auth-service cat /run/secrets/amqp-url) || die "cannot read auth-service's AMQP_URL_FILE"
+  HOST_AMQP_URL=$(sed -E "s#@[^/,]+/#@127.0.0.1:$AMQP_PORT/#" <<<"${auth_url%%,*}")
+  super=$(compose exec -T postgres cat /run/db-secrets/superuser-password) || die "cannot read the Postgres superuser's password"
+  HOST_POSTGRES_URL="postgres://postgres:$super@127.0.0.1:$POSTGRES_PORT"
+  RABBITMQ_ADMIN_PASSWORD=$(compose exec -T rabbitmq cat /run/broker-secrets/admin-password) ||
+    die "cannot read the RabbitMQ admin password"
+}
+
+# Whether the JWT $1 is an HS256 token signed with the key $2.
+jwt_signed_with() {
+  python3 - "$1" "$2" <<'PY'
+import base64, hashlib, hmac, sys
+token, key = sys.argv[1], sys.argv[2].encode()
+header, payload, signature = token.split(".")
+expected = base64.urlsafe_b64encode(hmac.new(key, f"{header}.{payload}".encode(), hashlib.sha256).digest()).rstrip(b"=").decode()
+sys.exit(0 if hmac.compare_digest(expected, signature) else 1)
+PY
+}
+
+# The secure defaults of a running stack (docker/README.md, "Credentials"); $1 is a token the
+# stack issued.
+check_security() {
+  local token=$1 key users perms roles activity code denied
+  # -- the token key
+  key=$(compose exec -T auth-service cat /run/secrets/jwt-secret)
+  [ "${#key}" -ge 32 ] || die "the generated token key has ${#key} characters"
+  ! jwt_signed_with "$token" "$DEV_JWT_SECRET" || die "the token is signed with the development key of the source"
+  jwt_signed_with "$token" "$key" || die "the token is not signed with the generated key"
+  ! compose logs --no-color auth-service 2>&1 | grep -q 'development key' ||
+    die "auth-service logged that it signs with the development key"
+  note "token: signed with the generated ${#key}-character key (JWT_SECRET_FILE), not with the source's development key; no dev-key warning logged"
+  # -- the broker: no guest, one user per service with its limited permissions
+  users=$(compose exec -T rabbitmq rabbitmqctl -q list_users | sort)
+  note "rabbitmq users: $(tr '\t\n' ' ;' <<<"$users")"
+  ! grep -qw guest <<<"$users" || die "the broker has a guest user"
+  for service in "${SERVICES[@]}"; do
+    grep -qE "^$service[[:space:]]+\[\]$" <<<"$users" || die "no tag-less broker user $service: $users"
+  done
+  perms=$(compose exec -T rabbitmq rabbitmqctl -q list_permissions -p /)
+  while IFS=$'\t' read -r user configure write read; do
+    note "  $user: configure $configure | write $write | read $read"
+  done <<<"$perms"
+  ! grep -qE '^(auth|user|notification)-service[[:space:]].*\.\*' <<<"$perms" || die "a service user has a catch-all permission"
+  code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -u guest:guest "http://127.0.0.1:$RABBITMQ_UI_PORT/api/whoami") || code=000
+  [ "$code" = 401 ] || die "guest/guest on the management API: HTTP $code, expected 401"
+  code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -u "admin:$RABBITMQ_ADMIN_PASSWORD" "http://127.0.0.1:$RABBITMQ_UI_PORT/api/whoami") || code=000
+  [ "$code" = 200 ] || die "admin on the management API: HTTP $code"
+  note "management API: guest/guest 401, admin with the generated password 200"
+  connections=$(compose exec -T rabbitmq rabbitmqctl -q list_connections user | sort | uniq -c | sed 's/^ *//' | tr '\n' ';')
+  note "broker connections by user: $connections"
+  ! grep -qE ' (guest|admin)(;|$)' <<<"$connections" || die "a service connects as guest or admin: $connections"
+  grep -q ' user-service' <<<"$connections" && grep -q ' notification-service' <<<"$connections" &&
+    grep -q ' auth-service' <<<"$connections" || die "not every service connects with its own user: $connections"
+  max=$(compose exec -T rabbitmq rabbitmqctl -q eval 'application:get_env(rabbit, max_message_size).' | tr -d '\n ')
+  [ "$max" = '{ok,262144}' ] || die "broker max_message_size: $max"
+  note "broker max_message_size: $max"
+  # -- Postgres: one role per service, owning its database, no superuser
+  roles=$(compose exec -T postgres psql -U postgres -d postgres -Atc \
+    "SELECT d.datname || ' owner ' || r.rolname || ' super=' || r.rolsuper || ' createdb=' || r.rolcreatedb || ' createrole=' || r.rolcreaterole
+       FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba
+      WHERE d.datname IN ('auth', 'users', 'notifications') ORDER BY 1")
+  note "postgres: $(tr '\n' ';' <<<"$roles")"
+  for expected in "auth owner auth_service" "notifications owner notification_service" "users owner user_service"; do
+    grep -q "^$expected super=false createdb=false createrole=false\$" <<<"$roles" || die "postgres: no '$expected' without privileges: $roles"
+  done
+  activity=$(compose exec -T postgres psql -U postgres -d postgres -Atc \
+    "SELECT DISTINCT datname || ':' || usename FROM pg_stat_activity WHERE datname IN ('auth', 'users', 'notifications') ORDER BY 1")
+  note "postgres sessions (database:role): $(tr '\n' ' ' <<<"$activity")"
+  [ "$activity" = $'auth:auth_service\nnotifications:notification_service\nusers:user_service' ] ||
+    die "the services do not each use their own role: $activity"
+  denied=$(compose exec -T postgres sh -c \
+    'PGPASSWORD=$(cat /run/db-secrets/users-password) psql -h 127.0.0.1 -U user_service -d auth -Atc "SELECT 1"' 2>&1) &&
+    die "user_service could connect to the auth database"
+  grep -q 'CONNECT privilege' <<<"$denied" || die "user_service on the auth database: $denied"
+  note "user_service cannot connect to the auth database: $(grep -o 'User does not have CONNECT privilege' <<<"$denied")"
 }
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -467,9 +561,10 @@ if [ "$INFRA_ONLY" = 1 ]; then
   dbs=$(compose exec -T postgres psql -U postgres -Atc "SELECT string_agg(datname, ' ' ORDER BY datname) FROM pg_database WHERE datname IN ('auth','users','notifications')")
   [ "$dbs" = "auth notifications users" ] || die "databases from docker/postgres-init.sql: got '$dbs'"
   note "postgres: databases $dbs"
-  overview=$(curl -sS --max-time 10 -u guest:guest "http://127.0.0.1:$RABBITMQ_UI_PORT/api/overview") ||
+  admin=$(compose exec -T rabbitmq cat /run/broker-secrets/admin-password)
+  overview=$(curl -sS --max-time 10 -u "admin:$admin" "http://127.0.0.1:$RABBITMQ_UI_PORT/api/overview") ||
     die "RabbitMQ management API on $RABBITMQ_UI_PORT"
-  note "rabbitmq: $(jq -r '"RabbitMQ \(.rabbitmq_version), listeners: \([.listeners[] | "\(.protocol):\(.port)"] | join(" "))"' <<<"$overview"), guest/guest accepted from a non-loopback peer (the published port)"
+  note "rabbitmq: $(jq -r '"RabbitMQ \(.rabbitmq_version), listeners: \([.listeners[] | "\(.protocol):\(.port)"] | join(" "))"' <<<"$overview"), admin with the generated password accepted from a non-loopback peer (the published port)"
   code=$(http "$TMP/mp.json" "$MAILPIT_URL/api/v1/messages")
   if [ "$code" != 200 ] || ! jq -e 'has("total") and has("messages")' "$TMP/mp.json" >/dev/null; then
     die "mail catcher API: HTTP $code"
@@ -507,13 +602,23 @@ if [ "$CLUSTER" = 1 ]; then
 fi
 
 # ==== 5. The stack ====================================================================================
-phase_begin "5a. compose up -d (docker-compose.yml + docker/compose.local.yml), every container healthy"
+phase_begin "5a. compose up -d (docker-compose.yml + docker/compose.local.yml, no .env), every container healthy"
+# .env.example only spells out the defaults: the stack it configures is the one without it.
+compose config >"$TMP/config-none.yml" 2>&1 || { cat "$TMP/config-none.yml" >&2; die "compose config failed"; }
+ENV_FILE="$ROOT/.env.example" compose config >"$TMP/config-example.yml" 2>&1
+diff -u "$TMP/config-none.yml" "$TMP/config-example.yml" >"$TMP/config.diff" ||
+  { cat "$TMP/config.diff" >&2; die ".env.example configures another stack than no .env at all"; }
+note "compose config with .env.example = without any .env"
+[ ! -e "$ROOT/.env" ] || note "(a .env exists in the project directory; the proof does not read it)"
 STACK_UP=1
 # `up -d` itself returns once the infrastructure is healthy (depends_on) and the services started.
 begin=$(now)
 compose up -d >"$TMP/up.log" 2>&1 || { cat "$TMP/up.log" >&2; die "compose up failed"; }
 note "compose up -d returned after $(seconds "$begin" "$(now)") s"
 wait_healthy rabbitmq=1 postgres=1 mailpit=1 auth-service=1 user-service=1 notification-service=1
+init_state=$(container_states | awk '$1 == "secrets-init" { print $2 }')
+note "secrets-init: $init_state; $(compose logs --no-color secrets-init 2>&1 | grep -c 'generated') credentials generated"
+stack_credentials
 phase_end
 
 phase_begin "5b. smoke flow on 127.0.0.1: signup 201, login, GET /users/{id} 200, one welcome mail"
@@ -523,6 +628,10 @@ note "auth-service /readyz: HTTP $code"
 smoke_user single
 check_mails
 check_ops user-service=1 notification-service=1
+phase_end
+
+phase_begin "5b2. secure defaults: token key, broker users, database roles, message size limit"
+check_security "$(jq -r '.accessToken // .access_token // .token' "$TMP/login.json")"
 phase_end
 
 if [ "$SKIP_E2E" = 0 ] && { [ -e tests/tests/e2e.rs ] || [ -d tests/tests/e2e ]; }; then
@@ -552,6 +661,7 @@ check_mails
 phase_end
 
 phase_begin "5f. compose down (volumes kept) and up again: healthy, data kept, no mail sent again"
+key_before=$(compose exec -T auth-service cat /run/secrets/jwt-secret | sha256sum)
 compose down --timeout 30 >"$TMP/down.log" 2>&1 || { cat "$TMP/down.log" >&2; die "compose down failed"; }
 note "down: $(grep -c 'Removed' "$TMP/down.log") containers and networks removed, volumes kept"
 compose up -d >"$TMP/up2.log" 2>&1 || { cat "$TMP/up2.log" >&2; die "compose up failed"; }
@@ -564,6 +674,10 @@ token=$(jq -r '.accessToken // .access_token // .token // empty' "$TMP/login.jso
 code=$(http "$TMP/user.json" "$AUTH_URL/users/$first_id" -H "authorization: Bearer $token")
 [ "$code" = 200 ] || die "GET /users/$first_id after the restart: HTTP $code $(head -c 400 "$TMP/user.json")"
 note "$first_email: login 200 and GET /users/$first_id 200 after the restart (Postgres volume kept)"
+[ "$(compose exec -T auth-service cat /run/secrets/jwt-secret | sha256sum)" = "$key_before" ] ||
+  die "the token key changed across the restart"
+! compose logs --no-color secrets-init 2>&1 | grep -q generated || die "secrets-init generated credentials again"
+note "secrets-init ran again and generated nothing: the token key and passwords are the first start's"
 sleep 3
 # The mail catcher keeps mails in memory only, so it starts empty: any mail now is a resend.
 resent=$(curl -sS --max-time 10 "$MAILPIT_URL/api/v1/messages" | jq '.total')

@@ -22,6 +22,17 @@ if [ "$1" = 'postgres' ] && [ "$(id -u)" = '0' ]; then
   exec setpriv --reuid=postgres --regid=postgres --init-groups "${BASH_SOURCE[0]}" "$@"
 fi
 
+# POSTGRES_PASSWORD_FILE: the password read from a file (as the official image's file_env;
+# setting both is an error there too).
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+  if [ -n "${POSTGRES_PASSWORD:-}" ]; then
+    echo >&2 'error: both POSTGRES_PASSWORD and POSTGRES_PASSWORD_FILE are set (but are exclusive)'
+    exit 1
+  fi
+  POSTGRES_PASSWORD=$(<"$POSTGRES_PASSWORD_FILE")
+  export POSTGRES_PASSWORD
+fi
+
 initialise() {
   local user="${POSTGRES_USER:-postgres}"
   local db="${POSTGRES_DB:-$user}"
