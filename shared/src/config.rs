@@ -26,8 +26,9 @@ use crate::{
     broker_urls::{BrokerUrls, BrokerUrlsError},
     connection::{Backoff, BrokerConfig},
     retry::RetryPolicy,
+    server::ServerConfig,
     telemetry::LogFormat,
-    topology::QueueType,
+    topology::{DlqLimits, QueueType},
 };
 
 /// The default broker: the machine's own RabbitMQ, as on a developer laptop or CI.
@@ -403,12 +404,30 @@ pub struct OpsSettings {
     pub shutdown_grace: Duration,
 }
 
-/// How a consumer takes messages off its queues.
+/// How a consumer takes messages off its queues, and what it refuses.
 #[derive(Debug, Clone, Args)]
 pub struct ConsumerSettings {
     /// Unacknowledged messages per queue, hence handlers running at once per queue
     #[arg(long = "prefetch", env = "PREFETCH", value_name = "N", default_value = "32")]
     pub prefetch: NonZeroU16,
+    /// Largest message body handled, in bytes; a bigger one is parked in <queue>.dlq unread (x-failure too-large), a waiting caller answered 413
+    #[arg(long = "max-message-bytes", env = "MAX_MESSAGE_BYTES", value_name = "BYTES", default_value = "262144")]
+    pub max_message_bytes: NonZeroU32,
+    /// Messages a dead-letter queue holds at most; when full, parking is refused and the message stays in its queue, retried with backoff
+    #[arg(long = "dlq-max-length", env = "DLQ_MAX_LENGTH", value_name = "N", default_value = "10000")]
+    pub dlq_max_length: NonZeroU32,
+    /// Bytes of message bodies a dead-letter queue holds at most; beyond it, as DLQ_MAX_LENGTH
+    #[arg(long = "dlq-max-bytes", env = "DLQ_MAX_BYTES", value_name = "BYTES", default_value = "67108864")]
+    pub dlq_max_bytes: NonZeroU64,
+}
+
+impl ConsumerSettings {
+    /// Sets the server's prefetch, message size limit and dead-letter queue bounds.
+    pub fn apply(&self, server: &mut ServerConfig) {
+        server.prefetch = self.prefetch.get();
+        server.max_message_bytes = usize::try_from(self.max_message_bytes.get()).unwrap_or(usize::MAX);
+        server.dlq = DlqLimits { max_length: self.dlq_max_length.get(), max_bytes: self.dlq_max_bytes.get() };
+    }
 }
 
 /// How a failing event is retried before it is parked in `<queue>.dlq`.
@@ -535,6 +554,33 @@ mod tests {
     }
 
     #[test]
+    fn consumer_settings_bound_message_size_and_dead_letter_queues() {
+        let sample = read(&[]).unwrap();
+        let mut server = ServerConfig::new(sample.broker.broker_config("s"), "s");
+        sample.consumer.apply(&mut server);
+        assert_eq!((server.prefetch, server.max_message_bytes), (16, 256 * 1024));
+        assert_eq!(server.dlq, DlqLimits::default());
+        let sample =
+            read(&[("MAX_MESSAGE_BYTES", "1024"), ("DLQ_MAX_LENGTH", "5"), ("DLQ_MAX_BYTES", "4096")]).unwrap();
+        sample.consumer.apply(&mut server);
+        assert_eq!(server.max_message_bytes, 1024);
+        assert_eq!(server.dlq, DlqLimits { max_length: 5, max_bytes: 4096 });
+        let error = read(&[("MAX_MESSAGE_BYTES", "0")]).unwrap_err().to_string();
+        assert!(error.starts_with("MAX_MESSAGE_BYTES=\"0\" is invalid"), "{error}");
+    }
+
+    #[test]
+    fn every_secret_setting_has_a_file_variant() {
+        // The secrets of the shared groups; each service's own (JWT_SECRET, SMTP_URL) is
+        // declared hidden the same way and tested by its service.
+        for var in ["AMQP_URL", "DATABASE_URL"] {
+            let command = service_command::<Sample>(&SPEC);
+            let arg = command.get_arguments().find(|arg| arg.get_env().is_some_and(|env| env == var)).unwrap();
+            assert!(arg.is_hide_env_values_set(), "{var} is not handled as a secret (no {var}_FILE)");
+        }
+    }
+
+    #[test]
     fn a_list_of_broker_urls_is_one_setting() {
         let sample =
             read(&[("AMQP_URL", "amqp://u:p@n1:5672/v, amqp://u:p@n2:5672/v"), ("AMQP_QUEUE_TYPE", "quorum")]).unwrap();
@@ -605,6 +651,9 @@ mod tests {
             "DATABASE_MAX_CONNECTIONS",
             "DATABASE_TIMEOUT_MS",
             "PREFETCH",
+            "MAX_MESSAGE_BYTES",
+            "DLQ_MAX_LENGTH",
+            "DLQ_MAX_BYTES",
             "RETRY_MAX_ATTEMPTS",
             "RETRY_INITIAL_DELAY_MS",
             "RETRY_MULTIPLIER",

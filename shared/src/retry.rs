@@ -7,8 +7,19 @@
 //! message, it is republished into `<queue>.dlq` with the reason in its headers. Only after
 //! the broker confirmed the republish is the original acked: a crash in between means a
 //! redelivery, never a loss.
+//!
+//! A republish the broker refuses (a full, bounded DLQ: `x-overflow: reject-publish`) or that
+//! fails returns the original to its queue only after a pause ([`FailureQueues::pause`]:
+//! 100 ms doubling per consecutive failure on the queue, at most 10 s, jittered), so a DLQ
+//! that stays full slows the failing messages down instead of spinning on them.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
 
 use lapin::{
     BasicProperties, Channel, Confirmation,
@@ -17,7 +28,7 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 
-use crate::topology;
+use crate::{connection::Backoff, topology};
 
 /// Header: which delivery attempt a message is on (1 = first).
 pub const ATTEMPT_HEADER: &str = "x-attempt";
@@ -27,7 +38,8 @@ pub const ATTEMPT_HEADER: &str = "x-attempt";
 pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 /// DLQ header: why the message was parked (the error and its causes).
 pub const ERROR_HEADER: &str = "x-error";
-/// DLQ header: the kind of failure (`exhausted`, `permanent`, `undecodable`, `no-handler`).
+/// DLQ header: the kind of failure (`exhausted`, `permanent`, `undecodable`, `no-handler`,
+/// `too-large`).
 pub const FAILURE_HEADER: &str = "x-failure";
 /// DLQ header: how many attempts were made.
 pub const ATTEMPTS_HEADER: &str = "x-attempts";
@@ -87,6 +99,9 @@ pub enum ParkReason {
     Undecodable,
     /// A message nobody here handles (an event is parked; a request is also answered).
     NoHandler,
+    /// A body larger than the consumer's `max_message_bytes`: parked unread (a waiting caller
+    /// is answered).
+    TooLarge,
 }
 
 impl ParkReason {
@@ -96,6 +111,7 @@ impl ParkReason {
             Self::Permanent => "permanent",
             Self::Undecodable => "undecodable",
             Self::NoHandler => "no-handler",
+            Self::TooLarge => "too-large",
         }
     }
 }
@@ -128,11 +144,22 @@ pub(crate) struct FailureQueues {
     /// Names the service in the `x-service` header.
     service: Arc<str>,
     policy: RetryPolicy,
+    /// Republishes of this queue that failed in a row (reset by a confirmed one): the backoff.
+    failed_in_a_row: Arc<AtomicU32>,
 }
+
+/// The pause before a message whose republish failed goes back to its queue.
+const REPUBLISH_BACKOFF: Backoff = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(10) };
 
 impl FailureQueues {
     pub(crate) fn new(confirms: Channel, queue: Arc<str>, service: Arc<str>, policy: RetryPolicy) -> Self {
-        Self { confirms, queue, service, policy }
+        Self { confirms, queue, service, policy, failed_in_a_row: Arc::new(AtomicU32::new(0)) }
+    }
+
+    /// How long to hold a message whose retry or parking just failed before returning it to
+    /// its queue: grows with every failure in a row on this queue.
+    pub(crate) fn pause(&self) -> Duration {
+        REPUBLISH_BACKOFF.delay(self.failed_in_a_row.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Whether a transient failure on `attempt` is tried again rather than parked.
@@ -169,7 +196,10 @@ impl FailureQueues {
         let confirmation =
             self.confirms.basic_publish("".into(), queue.into(), options, &delivery.data, properties).await?.await?;
         match confirmation {
-            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(None) => {
+                self.failed_in_a_row.store(0, Ordering::Relaxed);
+                Ok(())
+            }
             Confirmation::Ack(Some(_)) | Confirmation::Nack(_) | Confirmation::NotRequested => {
                 Err(RepublishError::Refused)
             }

@@ -15,6 +15,10 @@
 //! - at most `prefetch` messages per queue are in flight, which bounds the concurrency;
 //! - anything that is not a packet (not JSON, no pattern) is parked in `<queue>.dlq` and the
 //!   consumer keeps serving; a panicking handler is an internal error, not a dead consumer;
+//! - a body larger than `max_message_bytes` is parked unread (`x-failure: too-large`), and a
+//!   caller waiting for it is answered 413;
+//! - `<queue>.dlq` is bounded (`dlq`); when it is full a message being parked stays in its
+//!   queue and is tried again with backoff, never dropped;
 //! - a lost broker link is re-established with backoff (through the next node of a cluster),
 //!   topology redeclared, consumers resumed; a consumer the broker cancels on its own (its
 //!   queue deleted, or moved off a lost node) is resumed on the same channel;
@@ -32,6 +36,7 @@ use futures::{StreamExt, stream::SelectAll};
 use lapin::{
     Channel, Connection,
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
+    protocol::{AMQPErrorKind, AMQPSoftError},
     types::{FieldTable, ShortString},
 };
 use tokio::{sync::watch, task::JoinSet};
@@ -45,7 +50,7 @@ use crate::{
     connection::{self, BrokerConfig, Connected, InUse, Rotation},
     contracts::{Event, Request, pattern_value},
     retry::{FailureQueues, RetryPolicy},
-    topology,
+    topology::{self, DlqLimits},
     wire::route_key,
 };
 use handler::Route;
@@ -61,7 +66,15 @@ pub struct ServerConfig {
     pub retry: RetryPolicy,
     /// How long in-flight handlers may run on after shutdown began.
     pub shutdown_grace: Duration,
+    /// Largest message body handled; a bigger one is parked unread.
+    pub max_message_bytes: usize,
+    /// Bounds of each consumed queue's dead-letter queue.
+    pub dlq: DlqLimits,
 }
+
+/// The default of [`ServerConfig::max_message_bytes`]: 256 KiB, far above any contract's
+/// payload, and with the default prefetch of 32 at most 8 MiB of bodies held per queue.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 impl ServerConfig {
     pub fn new(broker: BrokerConfig, service: impl Into<String>) -> Self {
@@ -71,6 +84,8 @@ impl ServerConfig {
             prefetch: 32,
             retry: RetryPolicy::default(),
             shutdown_grace: Duration::from_secs(10),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            dlq: DlqLimits::default(),
         }
     }
 }
@@ -288,7 +303,7 @@ async fn serve<S: Clone + Send + Sync + 'static>(
                     ready.send_replace(false);
                     let listener = &shared.listeners[index];
                     tracing::warn!(queue = %listener.queue, node = %node, "the broker cancelled the consumer; resuming");
-                    let consumer = connection::bounded(consume(shared, &outlet.channel, listener)).await?;
+                    let consumer = connection::bounded(consume(shared, connection, &outlet.channel, listener)).await?;
                     cancels[index].1 = consumer.tag();
                     consumers.push(deliveries(index, outlet, consumer));
                     ready.send_replace(true);
@@ -322,10 +337,11 @@ fn deliveries(
 /// Declares a listener's queues and starts consuming it on `channel`.
 async fn consume<S>(
     shared: &Shared<S>,
+    connection: &Connection,
     channel: &Channel,
     listener: &Listener,
 ) -> Result<lapin::Consumer, lapin::Error> {
-    declare(shared, channel, listener).await?;
+    declare(shared, connection, channel, listener).await?;
     channel
         .basic_consume(listener.queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
@@ -344,7 +360,7 @@ async fn consume_all<S>(
     for (index, listener) in shared.listeners.iter().enumerate() {
         let channel = connection.create_channel().await?;
         channel.basic_qos(shared.config.prefetch, BasicQosOptions::default()).await?;
-        let consumer = consume(shared, &channel, listener).await?;
+        let consumer = consume(shared, connection, &channel, listener).await?;
         cancels.push((channel.clone(), consumer.tag()));
         let queue: Arc<str> = listener.queue.as_str().into();
         let failures =
@@ -355,10 +371,14 @@ async fn consume_all<S>(
     Ok((consumers, cancels, confirms))
 }
 
-async fn declare<S>(shared: &Shared<S>, channel: &Channel, listener: &Listener) -> Result<(), lapin::Error> {
+async fn declare<S>(
+    shared: &Shared<S>,
+    connection: &Connection,
+    channel: &Channel,
+    listener: &Listener,
+) -> Result<(), lapin::Error> {
     topology::declare_queue(channel, &listener.queue, listener.durable).await?;
-    let (delays, queue_type) = (shared.config.retry.delays(), shared.config.broker.queue_type);
-    topology::declare_failure_queues(channel, &listener.queue, &delays, queue_type).await?;
+    declare_failure_queues(shared, connection, &listener.queue).await?;
     if let Some(exchange) = &listener.events_exchange {
         topology::declare_topic_exchange(channel, exchange).await?;
         for pattern in &shared.event_patterns {
@@ -366,6 +386,40 @@ async fn declare<S>(shared: &Shared<S>, channel: &Channel, listener: &Listener) 
         }
     }
     Ok(())
+}
+
+/// Declares `queue`'s dead-letter and delay queues on a channel of their own. A dead-letter
+/// queue that already exists with other arguments (declared without bounds by an older
+/// version) is kept as it is, with a warning, rather than stopping the service: the broker
+/// refuses the declaration (PRECONDITION_FAILED) and closes that channel only.
+async fn declare_failure_queues<S>(
+    shared: &Shared<S>,
+    connection: &Connection,
+    queue: &str,
+) -> Result<(), lapin::Error> {
+    let (delays, queue_type) = (shared.config.retry.delays(), shared.config.broker.queue_type);
+    let mut channel = connection.create_channel().await?;
+    if let Err(error) = topology::declare_dlq(&channel, queue, queue_type, shared.config.dlq).await {
+        if !precondition_failed(&error) {
+            return Err(error);
+        }
+        tracing::warn!(
+            dlq = %topology::dlq_name(queue),
+            "the dead-letter queue exists with other arguments (unbounded, from an older version?): kept \
+             as it is; delete it once empty to bound it"
+        );
+        channel = connection.create_channel().await?;
+    }
+    topology::declare_delay_queues(&channel, queue, &delays, queue_type).await?;
+    if let Err(error) = channel.close(200, "declared".into()).await {
+        tracing::debug!(error = %error, "closing the declaring channel failed");
+    }
+    Ok(())
+}
+
+fn precondition_failed(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp)
+        if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
 }
 
 /// Why [`serve`] returned before shutdown.

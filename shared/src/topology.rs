@@ -14,6 +14,13 @@
 //! queues through the virtual host's default queue type (`rabbitmqctl add_vhost NAME
 //! --default-queue-type quorum`), which an argument-less declaration by a NestJS peer or by
 //! us then creates and re-declares without PRECONDITION_FAILED.
+//!
+//! A dead-letter queue is bounded ([`DlqLimits`]: `x-max-length`, `x-max-length-bytes`) with
+//! `x-overflow: reject-publish`: once full, the broker refuses (nacks) a message being parked
+//! rather than dropping the oldest parked one (`drop-head` would lose evidence silently). The
+//! transport then keeps the refused message in its own queue and tries again with backoff, so
+//! a full DLQ slows the failing messages down instead of losing them; emptying the DLQ lets
+//! them in. Both queue types support `reject-publish`.
 
 use std::time::Duration;
 
@@ -31,6 +38,22 @@ pub enum QueueType {
     Classic,
     /// Replicated quorum queues, for a cluster whose virtual host defaults to quorum.
     Quorum,
+}
+
+/// How much a dead-letter queue holds before it refuses more (see the module's doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DlqLimits {
+    /// Messages at most (`x-max-length`).
+    pub max_length: u32,
+    /// Bytes of message bodies at most (`x-max-length-bytes`).
+    pub max_bytes: u64,
+}
+
+impl Default for DlqLimits {
+    /// 10 000 messages or 64 MiB, whichever comes first.
+    fn default() -> Self {
+        Self { max_length: 10_000, max_bytes: 64 * 1024 * 1024 }
+    }
 }
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
@@ -73,15 +96,26 @@ pub async fn bind(channel: &Channel, queue: &str, exchange: &str, routing_key: &
         .await
 }
 
-/// Declares the consumer-owned queues of `queue`: its DLQ and one delay queue per delay.
-pub async fn declare_failure_queues(
+/// Declares the dead-letter queue of `queue`, bounded by `limits`.
+pub async fn declare_dlq(
+    channel: &Channel,
+    queue: &str,
+    queue_type: QueueType,
+    limits: DlqLimits,
+) -> Result<(), lapin::Error> {
+    let options = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    let arguments = bounded_dlq_arguments(queue_type, limits);
+    channel.queue_declare(dlq_name(queue).into(), options, arguments).await.map(drop)
+}
+
+/// Declares the delay queues of `queue`, one per delay.
+pub async fn declare_delay_queues(
     channel: &Channel,
     queue: &str,
     delays: &[Duration],
     queue_type: QueueType,
 ) -> Result<(), lapin::Error> {
     let options = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
-    channel.queue_declare(dlq_name(queue).into(), options, dlq_arguments(queue_type)).await?;
     for delay in delays {
         let arguments = retry_arguments(queue, *delay, queue_type);
         channel.queue_declare(retry_queue_name(queue, *delay).into(), options, arguments).await?;
@@ -89,8 +123,35 @@ pub async fn declare_failure_queues(
     Ok(())
 }
 
-/// The arguments of a dead-letter queue (what `mq topology check` and the AsyncAPI document expect).
+/// Declares the consumer-owned queues of `queue`: its DLQ and one delay queue per delay.
+pub async fn declare_failure_queues(
+    channel: &Channel,
+    queue: &str,
+    delays: &[Duration],
+    queue_type: QueueType,
+    limits: DlqLimits,
+) -> Result<(), lapin::Error> {
+    declare_dlq(channel, queue, queue_type, limits).await?;
+    declare_delay_queues(channel, queue, delays, queue_type).await
+}
+
+/// The arguments of a dead-letter queue with the default [`DlqLimits`] (what `mq topology
+/// check` and the AsyncAPI document expect of a service on its default settings).
 pub fn dlq_arguments(queue_type: QueueType) -> FieldTable {
+    bounded_dlq_arguments(queue_type, DlqLimits::default())
+}
+
+/// The arguments of a dead-letter queue: its type, and its bounds with what exceeds them refused.
+pub fn bounded_dlq_arguments(queue_type: QueueType, limits: DlqLimits) -> FieldTable {
+    let mut arguments = type_arguments(queue_type);
+    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(i64::from(limits.max_length)));
+    let bytes = i64::try_from(limits.max_bytes).unwrap_or(i64::MAX);
+    arguments.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(bytes));
+    arguments.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    arguments
+}
+
+fn type_arguments(queue_type: QueueType) -> FieldTable {
     let mut arguments = FieldTable::default();
     if queue_type == QueueType::Quorum {
         arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
@@ -100,7 +161,7 @@ pub fn dlq_arguments(queue_type: QueueType) -> FieldTable {
 
 /// A delay queue: its TTL dead-letters the message back into `queue`.
 pub fn retry_arguments(queue: &str, delay: Duration, queue_type: QueueType) -> FieldTable {
-    let mut arguments = dlq_arguments(queue_type);
+    let mut arguments = type_arguments(queue_type);
     let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
     arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
     arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
@@ -124,6 +185,20 @@ mod tests {
         assert!(keys.contains(&"x-overflow"), "{keys:?}");
         let classic = retry_arguments("q", Duration::from_millis(250), QueueType::Classic);
         assert!(!classic.inner().contains_key("x-queue-type"));
-        assert!(dlq_arguments(QueueType::Classic).inner().is_empty());
+        assert!(!classic.inner().contains_key("x-max-length"), "delay queues are not bounded: {classic:?}");
+    }
+
+    #[test]
+    fn dead_letter_queues_are_bounded_and_refuse_when_full() {
+        let limits = DlqLimits { max_length: 7, max_bytes: 4096 };
+        for queue_type in [QueueType::Classic, QueueType::Quorum] {
+            let arguments = bounded_dlq_arguments(queue_type, limits);
+            let table = arguments.inner();
+            assert_eq!(table.get("x-max-length"), Some(&AMQPValue::LongLongInt(7)));
+            assert_eq!(table.get("x-max-length-bytes"), Some(&AMQPValue::LongLongInt(4096)));
+            assert_eq!(table.get("x-overflow"), Some(&AMQPValue::LongString("reject-publish".into())));
+            assert_eq!(table.contains_key("x-queue-type"), queue_type == QueueType::Quorum);
+        }
+        assert_eq!(dlq_arguments(QueueType::Classic), bounded_dlq_arguments(QueueType::Classic, DlqLimits::default()));
     }
 }

@@ -32,6 +32,10 @@ pub(crate) async fn dispatch<S: Clone + Send + Sync + 'static>(
     outlet: Outlet,
     delivery: Delivery,
 ) {
+    // Checked before anything reads the body: an oversized message is never decoded.
+    if delivery.data.len() > shared.config.max_message_bytes {
+        return reject_oversized(&outlet, &delivery, shared.config.max_message_bytes).await;
+    }
     let incoming = match Incoming::parse(&delivery.data) {
         Ok(incoming) => incoming,
         Err(error) => return reject_undecodable(&outlet, &delivery, &error).await,
@@ -126,7 +130,7 @@ async fn handle_request<S: Clone + Send + Sync + 'static>(
     match poison {
         Some((reason, error)) => {
             let parking = Parking { reason, error: &error, attempts };
-            settle(outlet.failures.park(delivery, parking).await, delivery).await;
+            settle(outlet, outlet.failures.park(delivery, parking).await, delivery).await;
         }
         None => ack(delivery).await,
     }
@@ -204,7 +208,7 @@ async fn handle_event<S: Clone + Send + Sync + 'static>(
             let reason = "no event handler for this pattern";
             tracing::warn!(reason, "parking the event");
             let parking = Parking { reason: ParkReason::NoHandler, error: reason, attempts };
-            settle(outlet.failures.park(delivery, parking).await, delivery).await;
+            settle(outlet, outlet.failures.park(delivery, parking).await, delivery).await;
             return "parked";
         }
     };
@@ -214,12 +218,12 @@ async fn handle_event<S: Clone + Send + Sync + 'static>(
         if let Ok(delay) = &scheduled {
             tracing::warn!(error = %error, ?delay, "event handler failed; retrying later");
         }
-        settle(scheduled.map(drop), delivery).await;
+        settle(outlet, scheduled.map(drop), delivery).await;
         return "retried";
     }
     let reason = if failure.kind() == FailureKind::Permanent { ParkReason::Permanent } else { ParkReason::Exhausted };
     tracing::error!(error = %error, ?reason, "event handler failed; parking the event");
-    settle(outlet.failures.park(delivery, Parking { reason, error: &error, attempts }).await, delivery).await;
+    settle(outlet, outlet.failures.park(delivery, Parking { reason, error: &error, attempts }).await, delivery).await;
     "parked"
 }
 
@@ -233,16 +237,35 @@ async fn reject_undecodable(outlet: &Outlet, delivery: &Delivery, error: &wire::
         reply_to.send(&outlet.channel, &body).await;
     }
     let parking = Parking { reason: ParkReason::Undecodable, error: &reason, attempts: 1 };
-    settle(outlet.failures.park(delivery, parking).await, delivery).await;
+    settle(outlet, outlet.failures.park(delivery, parking).await, delivery).await;
     metrics::counter!(MESSAGES_METRIC, "queue" => outlet.queue.to_string(), "pattern" => "unknown", "kind" => "undecodable", "outcome" => "parked").increment(1);
 }
 
-/// Acks once the republish is confirmed; otherwise hands the message back to the broker.
-async fn settle(republished: Result<(), RepublishError>, delivery: &Delivery) {
+async fn reject_oversized(outlet: &Outlet, delivery: &Delivery, max: usize) {
+    let size = delivery.data.len();
+    let reason = format!("message body of {size} bytes exceeds the limit of {max} bytes (MAX_MESSAGE_BYTES)");
+    tracing::warn!(queue = %outlet.queue, size, max, "oversized message; parking it unread");
+    if let Some(reply_to) = ReplyTo::of(delivery, None) {
+        // A caller may be waiting: tell it now rather than let it time out.
+        let body =
+            wire::encode_error(&ErrorObject::new(413, format!("message too large: {reason}"))).unwrap_or_default();
+        reply_to.send(&outlet.channel, &body).await;
+    }
+    let parking = Parking { reason: ParkReason::TooLarge, error: &reason, attempts: 1 };
+    settle(outlet, outlet.failures.park(delivery, parking).await, delivery).await;
+    metrics::counter!(MESSAGES_METRIC, "queue" => outlet.queue.to_string(), "pattern" => "unknown", "kind" => "oversized", "outcome" => "parked").increment(1);
+}
+
+/// Acks once the republish is confirmed; otherwise hands the message back to the broker
+/// after a pause that grows while republishing keeps failing on this queue (a full DLQ
+/// refuses every parking): the message is kept, and the consumer does not spin on it.
+async fn settle(outlet: &Outlet, republished: Result<(), RepublishError>, delivery: &Delivery) {
     match republished {
         Ok(()) => ack(delivery).await,
         Err(error) => {
-            tracing::error!(error = %chain(&error), "could not republish a failed message; returning it to the queue");
+            let pause = outlet.failures.pause();
+            tracing::error!(error = %chain(&error), ?pause, "could not republish a failed message; returning it to the queue after a pause");
+            tokio::time::sleep(pause).await;
             let options = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
             if let Err(error) = delivery.acker.nack(options).await {
                 tracing::debug!(error = %error, "nack failed; the broker redelivers on reconnect");
