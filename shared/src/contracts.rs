@@ -4,7 +4,13 @@
 //!
 //! The untyped path ([`crate::Client::send_raw`], [`crate::Client::emit_raw`]) stays available
 //! for tools and interop with patterns that have no Rust type.
+//!
+//! The contract types derive `schemars::JsonSchema`: with the packet envelope ([`envelope`])
+//! and the catalog of who declares, sends and consumes what ([`services`]), they are what the
+//! AsyncAPI document ([`crate::asyncapi`]) is generated from.
 
+pub mod envelope;
+pub mod services;
 mod users;
 
 pub use users::{GetUser, User, UserCreated};

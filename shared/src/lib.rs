@@ -22,6 +22,7 @@
 //! persistent and confirmed events, retries through delay queues then a dead-letter queue,
 //! reconnection without restarts, graceful shutdown, typed errors on every path.
 
+pub mod asyncapi;
 pub mod broker_urls;
 pub mod client;
 pub mod config;

@@ -1,9 +1,11 @@
-//! The operations port every service mounts: `/healthz`, `/readyz`, `/metrics`.
+//! The operations port every service mounts: `/healthz`, `/readyz`, `/metrics`,
+//! `/asyncapi.json`.
 //!
 //! `/healthz` answers 200 while the process serves HTTP at all. `/readyz` runs every
 //! registered check (each bounded by [`CHECK_TIMEOUT`]) and answers 200 only when all pass,
 //! 503 otherwise, with the state of each in the JSON body. `/metrics` renders the
-//! process-wide Prometheus registry.
+//! process-wide Prometheus registry. `/asyncapi.json` is the AsyncAPI 3.0 document of the
+//! services' messaging ([`crate::asyncapi`]), the same on every service.
 
 use std::{
     future::Future,
@@ -89,13 +91,20 @@ pub fn metrics() -> PrometheusHandle {
         .clone()
 }
 
-/// The ops router: `/healthz`, `/readyz`, `/metrics`.
+/// The ops router: `/healthz`, `/readyz`, `/metrics`, `/asyncapi.json`.
 pub fn router(readiness: Readiness) -> Router {
     let handle = metrics();
     Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz).with_state(readiness))
         .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route("/asyncapi.json", get(|| async { Json(asyncapi_document()) }))
+}
+
+/// The AsyncAPI document, generated once per process.
+fn asyncapi_document() -> Value {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT.get_or_init(crate::asyncapi::document).clone()
 }
 
 async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {

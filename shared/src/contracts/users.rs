@@ -1,6 +1,7 @@
 //! The user contracts shared by auth-, user- and notification-service (ARCHITECTURE §5).
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -11,8 +12,9 @@ use crate::wire::js_date;
 ///
 /// The id is a string on the wire so that a malformed id reaches the handler, which answers
 /// `{status:400, …}` naming the problem instead of failing the whole packet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GetUser {
+    /// The user's id, a UUID (anything else is answered with status 400).
     pub id: String,
 }
 
@@ -22,25 +24,29 @@ impl Request for GetUser {
 }
 
 /// A user's public profile, as `get_user` answers it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
     pub id: Uuid,
     pub email: String,
     pub name: String,
+    /// When the account was created, as JavaScript's `toISOString()` renders it.
     #[serde(with = "js_date")]
+    #[schemars(with = "DateTime<Utc>")]
     pub created_at: DateTime<Utc>,
 }
 
 /// `user.created`: a new account exists. Published by auth-service through its outbox; the
 /// event id travels in the AMQP `message_id` property, not in this body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserCreated {
     pub id: Uuid,
     pub email: String,
     pub name: String,
+    /// When the account was created, as JavaScript's `toISOString()` renders it.
     #[serde(with = "js_date")]
+    #[schemars(with = "DateTime<Utc>")]
     pub created_at: DateTime<Utc>,
 }
 
