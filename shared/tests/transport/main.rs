@@ -7,6 +7,7 @@ mod cluster_replies;
 mod declarations;
 mod emit_errors;
 mod events;
+mod limits;
 mod metrics;
 mod nest_interop;
 mod panics;
