@@ -7,7 +7,7 @@
 //! a process installs `tests/nest/node_modules` from its lockfile if needed ([`ensure_ready`]).
 //! Without Node.js the test fails with one line saying so; it never passes without running.
 
-mod provision;
+pub mod provision;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
