@@ -122,6 +122,7 @@ mod tests {
         let first = registry.enter(&id).unwrap();
         assert!(registry.enter(&id).is_none());
         assert_eq!(registry.len(), 1);
+        assert!(!registry.is_empty());
         drop(first);
         assert!(registry.enter(&id).is_some_and(|again| !again.earlier_unsure()));
         assert!(registry.is_empty());
@@ -134,6 +135,7 @@ mod tests {
         let mut first = registry.enter(&id).unwrap();
         first.talking_to_smtp();
         drop(first);
+        assert!(registry.is_empty(), "an unsure event is not one being sent");
         let mut second = registry.enter(&id).unwrap();
         assert!(second.earlier_unsure());
         second.talking_to_smtp();

@@ -11,6 +11,7 @@ mod dead_letter;
 mod dedup;
 mod hostile_input;
 mod instances;
+mod mailer;
 mod nest_interop;
 mod ops;
 mod retry;
