@@ -1,6 +1,7 @@
 //! The one `main` every service binary runs: parse the configuration (answering `healthcheck`
-//! before anything else is read), start logging, build and run the service until SIGTERM or
-//! SIGINT, and map the outcome to an exit code. No `process::exit` anywhere below it.
+//! before anything else is read), start logging (and span export), build and run the service
+//! until SIGTERM or SIGINT, export the last spans, and map the outcome to an exit code. No
+//! `process::exit` anywhere below it.
 
 use std::{error::Error, future::Future, process::ExitCode};
 
@@ -50,18 +51,19 @@ where
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
-        match invocation {
-            Invocation::Healthcheck(addr) => {
-                if ops::healthcheck(addr).await {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                }
+    match invocation {
+        Invocation::Healthcheck(addr) => {
+            if runtime.block_on(ops::healthcheck(addr)) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
-            Invocation::Run { config, deprecations } => {
-                telemetry::init(config.log().log_format, &config.log().log_filter);
-                deprecations.iter().for_each(config::Deprecation::warn);
+        }
+        Invocation::Run { config, deprecations } => {
+            // Outside the runtime: the span exporter's blocking HTTP client has a runtime of its own.
+            let telemetry = telemetry::init(config.log().log_format, &config.log().log_filter, spec.name);
+            deprecations.iter().for_each(config::Deprecation::warn);
+            let code = runtime.block_on(async {
                 match shutdown::run_until_signal(|stop| run(config, stop)).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(error) => {
@@ -69,9 +71,12 @@ where
                         ExitCode::FAILURE
                     }
                 }
-            }
+            });
+            // The service has stopped: what its last requests traced goes out now.
+            telemetry.shutdown();
+            code
         }
-    })
+    }
 }
 
 /// An error with its `source` chain, `: `-separated.
