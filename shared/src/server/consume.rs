@@ -19,6 +19,7 @@ use super::{
 use crate::{
     error::{EventFailure, FailureKind, RpcException, chain},
     retry::{ParkReason, Parking, RepublishError},
+    trace,
     wire::{self, ErrorObject, Incoming},
 };
 
@@ -50,9 +51,11 @@ pub(crate) async fn dispatch<S: Clone + Send + Sync + 'static>(
             (key, known)
         }
     };
-    let context = MessageContext::new(pattern, outlet.queue.to_string(), &delivery.properties, delivery.redelivered);
+    let mut context = MessageContext::new(pattern, outlet.queue.to_string(), &delivery.properties, delivery.redelivered);
     let span = tracing::info_span!(
         "message",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
         queue = %outlet.queue,
         pattern = %context.pattern,
         correlation_id = context.correlation_id.as_deref().unwrap_or(""),
@@ -61,6 +64,10 @@ pub(crate) async fn dispatch<S: Clone + Send + Sync + 'static>(
         attempt = context.attempt,
         redelivered = context.redelivered,
     );
+    // Exported, the span is the child of the one that sent the message (a no-op otherwise).
+    let request = matches!(incoming, Incoming::Request { .. });
+    context.trace = trace::process_span(&span, &delivery, &outlet.queue, request, context.trace);
+    let exported = trace::exporting().then(|| span.clone());
     // Unknown patterns are counted under one label so that junk cannot grow the metrics.
     let label = if known { context.pattern.clone() } else { "unknown".to_owned() };
     let started = Instant::now();
@@ -80,6 +87,11 @@ pub(crate) async fn dispatch<S: Clone + Send + Sync + 'static>(
             .instrument(span),
         )
         .await;
+    if let Some(span) = exported
+        && !matches!(outcome, "ok" | "rejected")
+    {
+        trace::set_error(&span, outcome);
+    }
     metrics::counter!(MESSAGES_METRIC, "queue" => outlet.queue.to_string(), "pattern" => label.clone(), "kind" => kind, "outcome" => outcome).increment(1);
     metrics::histogram!(DURATION_METRIC, "queue" => outlet.queue.to_string(), "pattern" => label)
         .record(started.elapsed().as_secs_f64());
