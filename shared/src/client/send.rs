@@ -9,7 +9,7 @@ use crate::{
     contracts::Request,
     error::{DecodeError, RemoteError, RpcError},
     topology,
-    trace::TraceContext,
+    trace::{Messaging, SpanKind, TraceContext},
     wire::{self, RequestPacket},
 };
 
@@ -58,7 +58,12 @@ impl Client {
             .ok_or(RpcError::Unavailable { reason: "not connected", source: None })?;
 
         let mut headers = FieldTable::default();
-        TraceContext::outgoing().inject(&mut headers);
+        // Exported, the call has a client span of its own, ended with the call, and the
+        // request carries its context; otherwise a child of the current one.
+        let messaging =
+            Messaging { conversation_id: Some(&call.id), body_size: Some(body.len()), ..Messaging::send("", &queue) };
+        let span = messaging.send_span(SpanKind::Client);
+        TraceContext::start_span(&span, None).unwrap_or_else(TraceContext::outgoing).inject(&mut headers);
         let properties = BasicProperties::default()
             .with_correlation_id(call.id.as_str().into())
             .with_reply_to(topology::REPLY_TO.into())
