@@ -8,7 +8,7 @@ use super::{Client, EmitOptions, EmitTarget};
 use crate::{
     contracts::{Event, pattern_value},
     error::EmitError,
-    trace::TraceContext,
+    trace::{Messaging, SpanKind, TraceContext},
     wire::{self, EventPacket},
 };
 
@@ -52,9 +52,21 @@ impl Client {
             EmitTarget::Exchange(exchange) => (exchange.as_str(), wire::route_key(pattern), false),
             EmitTarget::Queue(queue) => ("", queue.clone(), true),
         };
-        let mut headers = FieldTable::default();
-        options.trace.unwrap_or_else(TraceContext::outgoing).inject(&mut headers);
         let message_id = options.message_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let mut headers = FieldTable::default();
+        // Exported, the publish has a producer span of its own (the child of `options.trace`
+        // when given: an outbox row's), ended with the confirm, and the event carries its
+        // context; otherwise `options.trace` or a child of the current one.
+        let messaging = Messaging {
+            message_id: Some(&message_id),
+            body_size: Some(body.len()),
+            ..Messaging::send(exchange, &routing_key)
+        };
+        let span = messaging.send_span(SpanKind::Producer);
+        TraceContext::start_span(&span, options.trace)
+            .or(options.trace)
+            .unwrap_or_else(TraceContext::outgoing)
+            .inject(&mut headers);
         let properties =
             BasicProperties::default().with_delivery_mode(2).with_message_id(message_id.into()).with_headers(headers);
 
