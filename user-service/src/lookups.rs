@@ -15,6 +15,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use shared::{CancellationToken, contracts::User};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::users::{DbError, Users, UsersReader};
@@ -37,6 +38,9 @@ pub struct UserLookups {
 struct Lookup {
     id: Uuid,
     reply: oneshot::Sender<Result<Option<User>, Arc<DbError>>>,
+    /// The span of the request asking, the parent of the query's span when traces are
+    /// exported (`Span::none()` otherwise: nothing captured on the hot path).
+    caller: tracing::Span,
 }
 
 /// Why a lookup has no answer.
@@ -74,8 +78,9 @@ impl UserLookups {
     /// The profile of user `id`, if the projection has it.
     pub async fn find(&self, id: Uuid) -> Result<Option<User>, LookupError> {
         let (reply, answer) = oneshot::channel();
+        let caller = if shared::trace::exporting() { tracing::Span::current() } else { tracing::Span::none() };
         let asked = async {
-            self.queue.send(Lookup { id, reply }).await.map_err(|_| LookupError::Stopped)?;
+            self.queue.send(Lookup { id, reply, caller }).await.map_err(|_| LookupError::Stopped)?;
             answer.await.map_err(|_| LookupError::Stopped)?.map_err(LookupError::Read)
         };
         tokio::time::timeout(self.timeout, asked).await.unwrap_or(Err(LookupError::TimedOut(self.timeout)))
@@ -122,7 +127,9 @@ async fn answer(reader: &mut UsersReader, batch: Vec<Lookup>) {
         return;
     }
     let ids: Vec<Uuid> = batch.iter().map(|lookup| lookup.id).collect();
-    match reader.find_many(&ids).await {
+    let callers = batch.iter().map(|lookup| &lookup.caller);
+    let query = shared::trace::batch_query_span(callers, "SELECT", "users", batch.len());
+    match reader.find_many(&ids).instrument(query).await {
         Ok(found) => {
             let found: HashMap<Uuid, User> = found.into_iter().map(|user| (user.id, user)).collect();
             for lookup in batch {
