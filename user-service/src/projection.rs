@@ -1,6 +1,7 @@
 //! `user.created` → the `users` projection.
 
 use shared::{MessageContext, State, contracts::UserCreated};
+use tracing::Instrument as _;
 
 use crate::{error::ProjectionError, state::AppState};
 
@@ -16,7 +17,8 @@ pub async fn on_user_created(
     event: UserCreated,
 ) -> Result<(), ProjectionError> {
     let event_id = context.message_id.as_deref().unwrap_or_default();
-    let projected = state.users.project(&event, event_id).await?;
+    let write = shared::trace::query_span("INSERT", "users");
+    let projected = state.users.project(&event, event_id).instrument(write).await?;
     metrics::counter!(PROJECTED_METRIC, "outcome" => projected.as_str()).increment(1);
     tracing::info!(user_id = %event.id, outcome = projected.as_str(), "user.created projected");
     Ok(())
