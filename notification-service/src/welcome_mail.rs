@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use shared::{MessageContext, State, contracts::UserCreated};
+use tracing::Instrument as _;
 
 use crate::{
     error::WelcomeMailError,
@@ -138,7 +139,8 @@ async fn send_once(app: &AppState, event_id: &EventId, event: &UserCreated) -> R
 
     attempt.talking_to_smtp();
     let started = Instant::now();
-    if let Err(error) = app.mailer().send(message).await {
+    let smtp = shared::trace::client_span("smtp send");
+    if let Err(error) = app.mailer().send(message).instrument(smtp).await {
         release(app, &claim).await;
         attempt.settled();
         return Err(WelcomeMailError::Send(error));
