@@ -5,6 +5,7 @@
 //! interop project under `tests/nest`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod asyncapi;
 pub mod nest;
 pub mod smtp;
 
@@ -20,7 +21,6 @@ pub mod local_postgres;
 pub mod local_rabbit;
 pub mod logs;
 pub mod names;
-pub mod otlp;
 pub mod process;
 mod teardown;
 pub mod urls;
