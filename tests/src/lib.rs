@@ -21,6 +21,7 @@ pub mod local_postgres;
 pub mod local_rabbit;
 pub mod logs;
 pub mod names;
+pub mod otlp;
 pub mod process;
 mod teardown;
 pub mod urls;
