@@ -161,3 +161,37 @@ async fn a_record_after_a_takeover_still_marks_the_mail_sent_once() {
     other.release(&second).await.unwrap();
     assert!(sent_mails::is_sent(&pool, event_id.as_str()).await.unwrap());
 }
+
+#[tokio::test]
+async fn an_event_id_reused_for_another_user_is_already_handled_even_while_its_first_claim_runs() {
+    let db = TestDb::create().await;
+    let pool = migrated(&db).await;
+    let (first, second) = (process(&pool, AmbiguousSend::Park), process(&pool, AmbiguousSend::Park));
+    let event_id = new_event();
+    let claim = won(try_claim(&first, &event_id, Uuid::new_v4(), "m@x").await);
+
+    // A producer reusing an event id for another user: that event was handled; no second
+    // mail, no wait for the running attempt, not the ambiguous case even once it is stale.
+    assert_eq!(try_claim(&second, &event_id, Uuid::new_v4(), "m@x").await, Claimed::AlreadySent);
+    age(&pool, &event_id).await;
+    assert_eq!(try_claim(&second, &event_id, Uuid::new_v4(), "m@x").await, Claimed::AlreadySent);
+
+    assert_eq!(first.record_sent(&claim).await.unwrap(), Recorded::Sent);
+    assert_eq!(try_claim(&second, &event_id, Uuid::new_v4(), "m@x").await, Claimed::AlreadySent);
+}
+
+#[tokio::test]
+async fn another_event_about_the_same_user_skips_an_abandoned_claim_that_its_own_event_resolves() {
+    let db = TestDb::create().await;
+    let pool = migrated(&db).await;
+    let (first, second) = (process(&pool, AmbiguousSend::Resend), process(&pool, AmbiguousSend::Resend));
+    let (event_id, other_event, user_id) = (new_event(), new_event(), Uuid::new_v4());
+    won(try_claim(&first, &event_id, user_id, "m@x").await);
+    age(&pool, &event_id).await;
+
+    // The first event's attempt did not finish: its own redelivery resends or parks it. The
+    // other event about the same user would only duplicate that mail, nor does it wait.
+    assert_eq!(try_claim(&second, &other_event, user_id, "n@x").await, Claimed::AlreadySent);
+    let taken_over = won(try_claim(&second, &event_id, user_id, "m@x").await);
+    assert_eq!((taken_over.attempt, taken_over.ambiguous), (2, true));
+}
