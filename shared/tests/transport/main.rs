@@ -2,6 +2,7 @@
 //! uniquely named queues and exchange, so they run in parallel and re-run without cleanup.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod array_patterns;
 mod client_lifecycle;
 mod cluster_replies;
 mod declarations;
