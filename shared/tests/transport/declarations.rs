@@ -1,5 +1,6 @@
 //! What the server declares: the consumed queue durable and without arguments (what NestJS
-//! peers assert), the delay queues with their TTL dead-lettering back into it.
+//! peers assert), the delay queues with their TTL dead-lettering back into it, the dead-letter
+//! queue bounded.
 
 use lapin::{
     Connection, ConnectionProperties,
@@ -42,6 +43,12 @@ async fn the_consumed_queue_is_durable_without_arguments_and_delay_queues_return
         let name = format!("{}.retry.{delay}ms", fixture.queue);
         declare(&connection, &name, true, arguments).await.unwrap_or_else(|e| panic!("{name}: {e}"));
     }
-    declare(&connection, &fixture.dlq(), true, FieldTable::default()).await.expect("the DLQ is durable, no arguments");
+    // The DLQ: durable, bounded, refusing what exceeds the bounds (DlqLimits::default()).
+    let mut bounded = FieldTable::default();
+    bounded.insert("x-max-length".into(), AMQPValue::LongLongInt(10_000));
+    bounded.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(64 * 1024 * 1024));
+    bounded.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    declare(&connection, &fixture.dlq(), true, bounded).await.expect("the DLQ is durable and bounded");
+    assert!(declare(&connection, &fixture.dlq(), true, FieldTable::default()).await.is_err(), "the DLQ is unbounded");
     let _closed = connection.close(200, "done".into()).await;
 }
