@@ -130,15 +130,28 @@ pub fn from_env<C: Args + FromArgMatches>(spec: &ServiceSpec) -> Result<Invocati
         })?;
         return Ok(Invocation::Healthcheck(addr));
     }
+    let (flags, deprecations) = env_flags::<C>(spec, |var| std::env::var(var).ok())?;
+    args.extend(flags);
     let command = without_blank_env(service_command::<C>(spec), |var| std::env::var_os(var))
         .subcommand(healthcheck_subcommand(spec));
-    // Old names become explicit flags (which take precedence over the environment) when the
-    // new name is not set: no process-wide environment is rewritten.
-    let (flags, deprecations) = renamed_flags(spec, &command, |var| std::env::var(var).ok());
-    args.extend(flags);
-    args.extend(secret_files(&command, |var| std::env::var(var).ok())?);
     let config = parse::<C>(command, args)?;
     Ok(Invocation::Run { config, deprecations })
+}
+
+/// The flags [`from_env`] adds to the arguments, with the deprecations to log: old variable
+/// names become explicit flags (which take precedence over the environment) when the new name
+/// is not set, so no process-wide environment is rewritten; secrets named by `<VAR>_FILE` are
+/// read. Found on the full command: a variable set blank (which clap is then told not to read)
+/// may still have its `_FILE` or an old name, as compose's `VAR: ${VAR:-}` next to
+/// `VAR_FILE: /run/secrets/...` has.
+fn env_flags<C: Args>(
+    spec: &ServiceSpec,
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<(Vec<OsString>, Vec<Deprecation>), ConfigError> {
+    let command = service_command::<C>(spec);
+    let (mut flags, deprecations) = renamed_flags(spec, &command, &get);
+    flags.extend(secret_files(&command, &get)?);
+    Ok((flags, deprecations))
 }
 
 /// Reads the configuration through `lookup` only (never the process environment): unset or
@@ -578,6 +591,27 @@ mod tests {
             let arg = command.get_arguments().find(|arg| arg.get_env().is_some_and(|env| env == var)).unwrap();
             assert!(arg.is_hide_env_values_set(), "{var} is not handled as a secret (no {var}_FILE)");
         }
+    }
+
+    #[test]
+    fn a_blank_secret_variable_still_reads_its_file() {
+        // compose: `DATABASE_URL: ${AUTH_DATABASE_URL:-}` beside `DATABASE_URL_FILE: ...`.
+        let path = std::env::temp_dir().join(format!("config-blank-test-{}", std::process::id()));
+        std::fs::write(&path, "postgres://u:from-file@db/x\n").unwrap();
+        let file = path.to_str().unwrap().to_owned();
+        let vars: HashMap<&str, String> = [
+            ("DATABASE_URL", String::new()),
+            ("DATABASE_URL_FILE", file),
+            ("DATABASE_MAX_CONNECTIONS", " ".to_owned()),
+            ("DB_MAX_CONNECTIONS", "7".to_owned()),
+        ]
+        .into();
+        let (flags, deprecations) = env_flags::<Sample>(&SPEC, |var| vars.get(var).cloned()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let flags: Vec<String> = flags.iter().map(|flag| flag.to_string_lossy().into_owned()).collect();
+        assert!(flags.contains(&"--database-url=postgres://u:from-file@db/x".to_owned()), "{flags:?}");
+        assert!(flags.contains(&"--database-max-connections=7".to_owned()), "{flags:?}");
+        assert_eq!(deprecations, [Deprecation { old: "DB_MAX_CONNECTIONS", new: "DATABASE_MAX_CONNECTIONS" }]);
     }
 
     #[test]
