@@ -105,7 +105,9 @@ async fn main() {
         "CPU per request of the target process, of RabbitMQ, of all Postgres processes and of the caller (this \
          process); context switches per request of the target (all its threads).\n"
     );
-    println!("| c | target | req/s | p50 | p99 | target CPU | broker CPU | Postgres CPU | caller CPU | target ctx sw |");
+    println!(
+        "| c | target | req/s | p50 | p99 | target CPU | broker CPU | Postgres CPU | caller CPU | target ctx sw |"
+    );
     println!("| ---: | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut summary = Vec::new();
     for &concurrency in &settings.concurrency {
@@ -172,7 +174,10 @@ impl Settings {
             slice: Duration::from_secs_f64(var("BENCH_SLICE_SECONDS").and_then(|v| v.parse().ok()).unwrap_or(2.0)),
             warmup: Duration::from_secs_f64(var("BENCH_WARMUP_SECONDS").and_then(|v| v.parse().ok()).unwrap_or(3.0)),
             rounds: var("BENCH_ROUNDS").and_then(|v| v.parse().ok()).unwrap_or(3),
-            concurrency: list("BENCH_CONCURRENCY", "1,16,64").iter().map(|n| n.parse().expect("BENCH_CONCURRENCY")).collect(),
+            concurrency: list("BENCH_CONCURRENCY", "1,16,64")
+                .iter()
+                .map(|n| n.parse().expect("BENCH_CONCURRENCY"))
+                .collect(),
             targets: list("BENCH_TARGETS", "ours,nest,lapin,amqplib"),
         }
     }
@@ -378,7 +383,13 @@ impl Caller {
             .with_reply_to(topology::REPLY_TO.into());
         let published = self
             .channel
-            .basic_publish("".into(), self.queue.as_ref().into(), BasicPublishOptions::default(), body.as_bytes(), properties)
+            .basic_publish(
+                "".into(),
+                self.queue.as_ref().into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                properties,
+            )
             .await;
         let ok = published.is_ok() && matches!(tokio::time::timeout(CALL_TIMEOUT, reply).await, Ok(Ok(true)));
         if !ok {
@@ -552,7 +563,13 @@ impl CpuSample {
                 }
             }
         }
-        Self { target: cpu_ticks(pid), broker, postgres, caller: cpu_ticks(std::process::id()), switches: switches(pid) }
+        Self {
+            target: cpu_ticks(pid),
+            broker,
+            postgres,
+            caller: cpu_ticks(std::process::id()),
+            switches: switches(pid),
+        }
     }
 }
 
