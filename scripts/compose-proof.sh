@@ -241,13 +241,13 @@ check_security() {
     die "auth-service logged that it signs with the development key"
   note "token: signed with the generated ${#key}-character key (JWT_SECRET_FILE), not with the source's development key; no dev-key warning logged"
   # -- the broker: no guest, one user per service with its limited permissions
-  users=$(compose exec -T rabbitmq rabbitmqctl -q list_users | sort)
+  users=$(compose exec -T rabbitmq rabbitmqctl -q --no-table-headers list_users | sort)
   note "rabbitmq users: $(tr '\t\n' ' ;' <<<"$users")"
   ! grep -qw guest <<<"$users" || die "the broker has a guest user"
   for service in "${SERVICES[@]}"; do
     grep -qE "^$service[[:space:]]+\[\]$" <<<"$users" || die "no tag-less broker user $service: $users"
   done
-  perms=$(compose exec -T rabbitmq rabbitmqctl -q list_permissions -p /)
+  perms=$(compose exec -T rabbitmq rabbitmqctl -q --no-table-headers list_permissions -p /)
   while IFS=$'\t' read -r user configure write read; do
     note "  $user: configure $configure | write $write | read $read"
   done <<<"$perms"
@@ -257,7 +257,7 @@ check_security() {
   code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -u "admin:$RABBITMQ_ADMIN_PASSWORD" "http://127.0.0.1:$RABBITMQ_UI_PORT/api/whoami") || code=000
   [ "$code" = 200 ] || die "admin on the management API: HTTP $code"
   note "management API: guest/guest 401, admin with the generated password 200"
-  connections=$(compose exec -T rabbitmq rabbitmqctl -q list_connections user | sort | uniq -c | sed 's/^ *//' | tr '\n' ';')
+  connections=$(compose exec -T rabbitmq rabbitmqctl -q --no-table-headers list_connections user | sort | uniq -c | sed 's/^ *//' | tr '\n' ';')
   note "broker connections by user: $connections"
   ! grep -qE ' (guest|admin)(;|$)' <<<"$connections" || die "a service connects as guest or admin: $connections"
   grep -q ' user-service' <<<"$connections" && grep -q ' notification-service' <<<"$connections" &&
