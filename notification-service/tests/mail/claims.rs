@@ -176,7 +176,9 @@ async fn an_event_id_reused_for_another_user_is_already_handled_even_while_its_f
     age(&pool, &event_id).await;
     assert_eq!(try_claim(&second, &event_id, Uuid::new_v4(), "m@x").await, Claimed::AlreadySent);
 
+    assert!(!second.is_sent(event_id.as_str()).await.unwrap(), "claimed is not sent");
     assert_eq!(first.record_sent(&claim).await.unwrap(), Recorded::Sent);
+    assert!(second.is_sent(event_id.as_str()).await.unwrap());
     assert_eq!(try_claim(&second, &event_id, Uuid::new_v4(), "m@x").await, Claimed::AlreadySent);
 }
 
