@@ -1,14 +1,19 @@
 //! The inputs of an account, parsed at the edge: code behind it cannot hold an invalid email,
 //! name or password.
 //!
-//! The rules, with the messages clients see:
-//! - email: trimmed; at most 254 characters; one `@`; a local part of at most 64 characters
-//!   from the RFC 5322 "atext" set and dots (no leading, trailing or doubled dot); a domain
-//!   of at least two dot-separated labels of letters, digits and inner hyphens, at most 63
-//!   characters each, not ending in an all-numeric label. ASCII only: internationalised
-//!   domains are sent in their punycode form. Quoted local parts are not accepted.
-//! - password: 8 to 128 characters (Unicode scalar values), taken as is (no trimming).
-//! - name: trimmed; 1 to 100 characters; no control characters.
+//! The rules, with the messages clients see. Each is also stated, exactly, in the OpenAPI
+//! document ([`EMAIL_PATTERN`], [`NAME_PATTERN`] and the length bounds), so that a request the
+//! document calls valid is never rejected and one it calls invalid always is. Lengths count
+//! Unicode scalar values of the value as sent; only spaces (U+0020) are trimmed.
+//! - email: at most 254 characters; surrounding spaces removed; one `@`; a local part of at
+//!   most 64 characters from the RFC 5322 "atext" set and dots (no leading, trailing or
+//!   doubled dot); a domain of at least two dot-separated labels of letters, digits and inner
+//!   hyphens, at most 63 characters each, not ending in an all-numeric label. ASCII only:
+//!   internationalised domains are sent in their punycode form. Quoted local parts are not
+//!   accepted.
+//! - password: 8 to 128 characters, taken as is (no trimming).
+//! - name: 1 to 100 characters; no control characters (Unicode category Cc); not only spaces;
+//!   surrounding spaces removed.
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -23,6 +28,20 @@ pub const PASSWORD_MIN: usize = 8;
 /// password managers.
 pub const PASSWORD_MAX: usize = 128;
 pub const NAME_MAX: usize = 100;
+
+/// The email rules as an ECMA-262 pattern (the OpenAPI document's `pattern`), with
+/// [`EMAIL_MAX`] as `maxLength`.
+pub const EMAIL_PATTERN: &str = concat!(
+    r"^ *(?![^@]{65})",
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*",
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+",
+    r"(?![0-9]+ *$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])? *$",
+);
+
+/// The name rules as an ECMA-262 pattern (no control characters, something besides spaces),
+/// with 1 to [`NAME_MAX`] as `minLength`/`maxLength`.
+pub const NAME_PATTERN: &str =
+    r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u001F\u007F-\u009F ][^\u0000-\u001F\u007F-\u009F]*$";
 
 /// A syntactically valid email address, as the user typed it (trimmed). Uniqueness is
 /// case-insensitive (the database compares `lower(email)`), the stored spelling is the user's.
@@ -40,12 +59,12 @@ pub struct UserName(String);
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
         const SHAPE: &str = "must be an email address like name@example.com";
-        let email = raw.trim();
+        if raw.chars().count() > EMAIL_MAX {
+            return Err("must be at most 254 characters");
+        }
+        let email = raw.trim_matches(' ');
         if email.is_empty() {
             return Err("must not be empty");
-        }
-        if email.chars().count() > EMAIL_MAX {
-            return Err("must be at most 254 characters");
         }
         let (local, domain) = email.split_once('@').ok_or(SHAPE)?;
         if !valid_local_part(local) || !valid_domain(domain) {
@@ -108,15 +127,15 @@ impl Password {
 
 impl UserName {
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
-        let name = raw.trim();
-        if name.is_empty() {
-            return Err("must not be empty");
-        }
-        if name.chars().count() > NAME_MAX {
+        if raw.chars().count() > NAME_MAX {
             return Err("must be at most 100 characters");
         }
-        if name.chars().any(char::is_control) {
+        if raw.chars().any(char::is_control) {
             return Err("must not contain control characters");
+        }
+        let name = raw.trim_matches(' ');
+        if name.is_empty() {
+            return Err("must not be empty or only spaces");
         }
         Ok(Self(name.to_owned()))
     }
@@ -188,5 +207,15 @@ mod tests {
         assert!(UserName::parse(&"n".repeat(100)).is_ok());
         assert!(UserName::parse(&"n".repeat(101)).is_err());
         assert!(UserName::parse("Ada\u{0}").is_err());
+        assert!(UserName::parse("Ada\u{85}").is_err(), "C1 controls too");
+        assert!(UserName::parse(" \u{a0} ").is_ok(), "a no-break space is not a space");
+        assert!(UserName::parse(&format!(" {}", "n".repeat(100))).is_err(), "the length is of the value as sent");
+    }
+
+    #[test]
+    fn email_surroundings_are_spaces_only() {
+        assert_eq!(Email::parse(" ada@example.com  ").unwrap().as_str(), "ada@example.com");
+        assert!(Email::parse("\tada@example.com").is_err());
+        assert!(Email::parse("ada@example.com\n").is_err());
     }
 }

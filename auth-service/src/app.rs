@@ -1,11 +1,12 @@
 //! Building and running the service: what `main` and the tests both call.
 //!
-//! [`App::build`] checks the token key, connects, migrates, binds, then starts the broker
-//! client, the outbox relay, the rate limiter's cleaner and the HTTP server, and returns with
-//! the bound address. When the shutdown token fires, [`App::run_until_stopped`] stops the
-//! service in dependency order:
-//! 1. the HTTP server stops accepting and finishes in-flight requests (the limiter's cleaner
-//!    stops with it);
+//! [`App::build`] checks the token key, connects, migrates, binds both ports, then starts the
+//! broker client, the outbox relay, the limiters' cleaner, the HTTP server and the operations
+//! server, and returns with the bound addresses. When the shutdown token fires,
+//! [`App::run_until_stopped`] stops the service in dependency order:
+//! 1. the HTTP server stops accepting and finishes in-flight requests, for at most
+//!    `SHUTDOWN_GRACE_MS` (each is bounded by `REQUEST_TIMEOUT_MS` anyway); the cleaner and
+//!    the operations port stop with it;
 //! 2. the outbox relay drains once more (publishing what those requests wrote) and stops;
 //! 3. the broker client disconnects;
 //! 4. the pool closes.
@@ -23,6 +24,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::{
     config::{Config, SERVICE},
     db::{self, DatabaseError},
+    login_throttle::LoginThrottle,
+    overload::Limits,
     password::{HashError, PasswordHasher},
     rate_limit::Limiter,
     relay::Relay,
@@ -34,7 +37,11 @@ use crate::{
 /// A running service.
 pub struct App {
     http_addr: SocketAddr,
+    ops_addr: SocketAddr,
     server: JoinHandle<std::io::Result<()>>,
+    ops: JoinHandle<()>,
+    shutdown: CancellationToken,
+    shutdown_grace: std::time::Duration,
     limiter_cleaner: JoinHandle<()>,
     relay: JoinHandle<()>,
     client: Client,
@@ -74,12 +81,20 @@ impl App {
         }
         let pool = db::pool(&config.database).map_err(StartupError::Database)?;
         db::migrate(&pool, &shutdown).await.map_err(StartupError::Database)?;
-        let hasher = PasswordHasher::new(config.argon2, config.hash_concurrency).await.map_err(StartupError::Hasher)?;
+        let hash_queue = config.overload.hash_queue_capacity.resolve(config.hash_concurrency);
+        let hasher = PasswordHasher::new(config.argon2, config.hash_concurrency, hash_queue)
+            .await
+            .map_err(StartupError::Hasher)?;
         let listener = TcpListener::bind(config.http_addr)
             .await
             .map_err(|source| StartupError::Bind { addr: config.http_addr, source })?;
         let http_addr =
             listener.local_addr().map_err(|source| StartupError::Bind { addr: config.http_addr, source })?;
+        let ops_listener = TcpListener::bind(config.ops.ops_addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr: config.ops.ops_addr, source })?;
+        let ops_addr =
+            ops_listener.local_addr().map_err(|source| StartupError::Bind { addr: config.ops.ops_addr, source })?;
 
         // From here on nothing fails: every task started below is stopped by the sequence.
         let broker_stop = CancellationToken::new();
@@ -88,23 +103,45 @@ impl App {
         let relay = Relay::new(pool.clone(), client.clone(), config.outbox);
         let relay = tokio::spawn(relay.run(relay_stop.clone()));
         let limiter = Limiter::new(config.rate_limit);
-        let limiter_cleaner = tokio::spawn(limiter.clone().clean_until(shutdown.clone()));
+        let throttle = LoginThrottle::new(config.login_throttle);
+        let limiter_cleaner = tokio::spawn({
+            let (limiter, throttle, stop) = (limiter.clone(), throttle.clone(), shutdown.clone());
+            async move {
+                tokio::join!(limiter.clean_until(stop.clone()), throttle.clean_until(stop));
+            }
+        });
 
         let state = AppState {
             db: pool.clone(),
             rpc: client.clone(),
             hasher,
-            tokens: Arc::new(Tokens::new(&key, config.jwt.jwt_ttl)),
+            tokens: Arc::new(Tokens::new(&key, config.jwt.jwt_ttl, &config.jwt.jwt_issuer, &config.jwt.jwt_audience)),
+            throttle,
         };
-        let router = routes::router(state, readiness(&pool, &client), &limiter, config.body_limit);
-        let server = tokio::spawn(async move {
-            let service = router.into_make_service_with_connect_info::<SocketAddr>();
-            axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await
+        let router = routes::router(state, &limiter, Limits::new(&config.overload), config.body_limit);
+        let server = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await
+            }
         });
-        tracing::info!(%http_addr, "auth-service listening");
+        let ops_router = ops::router(readiness(&pool, &client));
+        let ops_stop = shutdown.clone();
+        let ops = tokio::spawn(async move {
+            let served = axum::serve(ops_listener, ops_router).with_graceful_shutdown(ops_stop.cancelled_owned()).await;
+            if let Err(error) = served {
+                tracing::error!(error = %error, "ops server failed");
+            }
+        });
+        tracing::info!(%http_addr, %ops_addr, hash_queue_capacity = hash_queue, "auth-service listening");
         Ok(App {
             http_addr,
+            ops_addr,
             server,
+            ops,
+            shutdown: shutdown.clone(),
+            shutdown_grace: config.ops.shutdown_grace,
             limiter_cleaner,
             relay,
             client,
@@ -119,16 +156,30 @@ impl App {
         self.http_addr
     }
 
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (the real port when configured
+    /// with port 0).
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops_addr
+    }
+
     /// Waits for the shutdown token, then stops the service in order (see the module docs).
     pub async fn run_until_stopped(self) {
-        let App { server, limiter_cleaner, relay, client, pool, relay_stop, broker_stop, .. } = self;
-        match server.await {
-            Ok(Ok(())) => tracing::info!("HTTP server stopped"),
-            Ok(Err(error)) => tracing::error!(error = %error, "HTTP server failed"),
-            Err(error) => tracing::error!(error = %error, "HTTP server task failed"),
-        }
+        let App {
+            server,
+            ops,
+            shutdown,
+            shutdown_grace,
+            limiter_cleaner,
+            relay,
+            client,
+            pool,
+            relay_stop,
+            broker_stop,
+            ..
+        } = self;
+        stop_http(server, &shutdown, shutdown_grace).await;
         drop(relay_stop);
-        for (task, name) in [(limiter_cleaner, "rate limiter cleaner"), (relay, "outbox relay")] {
+        for (task, name) in [(limiter_cleaner, "limiters' cleaner"), (ops, "ops server"), (relay, "outbox relay")] {
             if let Err(error) = task.await {
                 tracing::error!(error = %error, task = name, "task failed");
             }
@@ -137,6 +188,35 @@ impl App {
         client.closed().await;
         pool.close().await;
         tracing::info!(service = SERVICE.name, "stopped");
+    }
+}
+
+/// Waits for the HTTP server: until it ends by itself, or at most `grace` after `shutdown`
+/// (then the requests still running are cancelled).
+async fn stop_http(
+    mut server: JoinHandle<std::io::Result<()>>,
+    shutdown: &CancellationToken,
+    grace: std::time::Duration,
+) {
+    let ended = tokio::select! {
+        ended = &mut server => Some(ended),
+        () = shutdown.cancelled() => None,
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => match tokio::time::timeout(grace, &mut server).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                tracing::warn!(?grace, "HTTP requests still running after the grace period; cancelled");
+                server.abort();
+                return;
+            }
+        },
+    };
+    match ended {
+        Ok(Ok(())) => tracing::info!("HTTP server stopped"),
+        Ok(Err(error)) => tracing::error!(error = %error, "HTTP server failed"),
+        Err(error) => tracing::error!(error = %error, "HTTP server task failed"),
     }
 }
 

@@ -17,11 +17,11 @@ use std::{
 use clap::Args;
 use secrecy::{ExposeSecret as _, SecretString};
 use shared::{
-    config::{BrokerSettings, ConfigError, DatabaseSettings, LogSettings, ServiceSpec, millis, secret},
+    config::{BrokerSettings, ConfigError, DatabaseSettings, LogSettings, OpsSettings, ServiceSpec, millis, secret},
     startup::ServiceConfig,
 };
 
-/// Where the API (and the operations routes) listen unless `HTTP_ADDR` says otherwise.
+/// Where the API listens unless `HTTP_ADDR` says otherwise.
 const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:3000";
 
 /// What `main` and `--help` know about this binary.
@@ -34,11 +34,11 @@ pub const SERVICE: ServiceSpec = ServiceSpec {
         // A signup waits this long for a pooled connection before it is answered 503, as
         // before the shared settings existed.
         ("DATABASE_TIMEOUT_MS", "5000"),
-        // auth-service has no separate ops port: `healthcheck` probes the HTTP port.
         ("HTTP_ADDR", DEFAULT_HTTP_ADDR),
     ],
     renamed: &[("DB_MAX_CONNECTIONS", "DATABASE_MAX_CONNECTIONS")],
-    healthcheck_var: "HTTP_ADDR",
+    // Like the other services: `healthcheck` probes /healthz on the operations port.
+    healthcheck_var: "OPS_ADDR",
 };
 
 /// The key used when `APP_ENV=dev` and no key is configured. Public by design: a token signed
@@ -53,9 +53,15 @@ pub const MIN_JWT_SECRET_BYTES: usize = 32;
 /// [`Config::from_lookup`] and override fields.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Address of the HTTP port: the API, /healthz, /readyz, /metrics and /openapi.json
+    /// Address of the public HTTP port: the API, /healthz and /openapi.json
     #[arg(long = "http-addr", env = "HTTP_ADDR", value_name = "ADDR", default_value = DEFAULT_HTTP_ADDR)]
     pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub ops: OpsSettings,
+    #[command(flatten)]
+    pub overload: Overload,
+    #[command(flatten)]
+    pub login_throttle: LoginThrottle,
     #[command(flatten)]
     pub jwt: JwtSettings,
     /// Deadline of a get_user call to the user-service, in ms
@@ -96,6 +102,64 @@ pub struct JwtSettings {
     /// Access token lifetime, in seconds
     #[arg(long = "jwt-ttl-secs", env = "JWT_TTL_SECS", value_name = "SECS", default_value = "900", value_parser = seconds)]
     pub jwt_ttl: Duration,
+    /// The `iss` claim of issued tokens; tokens with another issuer are rejected
+    #[arg(long = "jwt-issuer", env = "JWT_ISSUER", value_name = "NAME", default_value = "auth-service", value_parser = claim_value)]
+    pub jwt_issuer: String,
+    /// The `aud` claim of issued tokens; tokens for another audience are rejected
+    #[arg(long = "jwt-audience", env = "JWT_AUDIENCE", value_name = "NAME", default_value = "api", value_parser = claim_value)]
+    pub jwt_audience: String,
+}
+
+/// What the public port accepts at once and for how long, and how much hashing may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+pub struct Overload {
+    /// Password hashes that may wait for a hashing thread (auto: 4 per thread); beyond it signup and login answer 503 at once
+    #[arg(long = "hash-queue-capacity", env = "HASH_QUEUE_CAPACITY", value_name = "N", default_value = "auto", value_parser = hash_queue_capacity)]
+    pub hash_queue_capacity: QueueCapacity,
+    /// Longest time a request on the public port may take, in ms; then it is answered 503
+    #[arg(long = "request-timeout-ms", env = "REQUEST_TIMEOUT_MS", value_name = "MS", default_value = "10000", value_parser = millis)]
+    pub request_timeout: Duration,
+    /// Requests handled at once on the public port; more are answered 503 at once
+    #[arg(long = "max-in-flight", env = "MAX_IN_FLIGHT", value_name = "N", default_value = "512", value_parser = at_least_one)]
+    pub max_in_flight: usize,
+}
+
+/// `HASH_QUEUE_CAPACITY`: a number, or per hashing thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueCapacity {
+    /// `auto`: [`QueueCapacity::PER_THREAD`] per hashing thread.
+    Auto,
+    Fixed(usize),
+}
+
+impl QueueCapacity {
+    /// Waiting hashes per hashing thread with `auto`: a queued request then waits at most
+    /// about four hash times, so accepted requests stay within a small multiple of an
+    /// unloaded one while a short burst is still absorbed.
+    pub const PER_THREAD: usize = 4;
+
+    /// The capacity for `threads` hashing threads.
+    pub fn resolve(self, threads: usize) -> usize {
+        match self {
+            Self::Auto => threads.max(1) * Self::PER_THREAD,
+            Self::Fixed(capacity) => capacity,
+        }
+    }
+}
+
+/// Failed logins counted per account (the email, trimmed and lower-cased, whether or not an
+/// account has it) and per client IP; past the limit, login answers 429 until the window ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+pub struct LoginThrottle {
+    /// Failed logins for one email within the window before further logins for it are answered 429
+    #[arg(long = "login-failures-per-account", env = "LOGIN_FAILURES_PER_ACCOUNT", value_name = "N", default_value = "5", value_parser = clap::value_parser!(u32).range(1..))]
+    pub per_account: u32,
+    /// Failed logins from one client IP within the window before its further logins are answered 429
+    #[arg(long = "login-failures-per-ip", env = "LOGIN_FAILURES_PER_IP", value_name = "N", default_value = "20", value_parser = clap::value_parser!(u32).range(1..))]
+    pub per_ip: u32,
+    /// The failed-login window, in seconds, counted from the first failure
+    #[arg(long = "login-failure-window-secs", env = "LOGIN_FAILURE_WINDOW_SECS", value_name = "SECS", default_value = "60", value_parser = seconds)]
+    pub window: Duration,
 }
 
 /// The per-client rate limit of the `/auth/*` endpoints (a token bucket per peer IP).
@@ -133,6 +197,9 @@ pub struct OutboxConfig {
     /// The relay's safety poll, in ms (it normally wakes on the outbox NOTIFY)
     #[arg(long = "outbox-poll-ms", env = "OUTBOX_POLL_MS", value_name = "MS", default_value = "5000", value_parser = millis)]
     pub poll_interval: Duration,
+    /// Published outbox rows are deleted this long after publication, in seconds (the relay prunes at each poll)
+    #[arg(long = "outbox-retention-secs", env = "OUTBOX_RETENTION_SECS", value_name = "SECS", default_value = "604800", value_parser = seconds)]
+    pub retention: Duration,
 }
 
 impl Config {
@@ -209,6 +276,23 @@ fn positive(text: &str, unit: &str) -> Result<u64, String> {
         .map_err(|error| format!("{error} (expected {unit}, at least 1)"))
 }
 
+/// A JWT claim value: not blank.
+fn claim_value(text: &str) -> Result<String, String> {
+    let value = text.trim();
+    if value.is_empty() { Err("must not be blank".to_owned()) } else { Ok(value.to_owned()) }
+}
+
+/// `auto` or a count (0: nothing waits, only the running hashes are accepted).
+fn hash_queue_capacity(text: &str) -> Result<QueueCapacity, String> {
+    if text.trim().eq_ignore_ascii_case("auto") {
+        return Ok(QueueCapacity::Auto);
+    }
+    text.trim()
+        .parse::<usize>()
+        .map(QueueCapacity::Fixed)
+        .map_err(|error| format!("{error} (expected a count, or auto)"))
+}
+
 /// A count of at least 1.
 fn at_least_one(text: &str) -> Result<usize, String> {
     text.trim().parse::<NonZeroUsize>().map(NonZeroUsize::get).map_err(|error| format!("{error} (expected at least 1)"))
@@ -257,7 +341,24 @@ mod tests {
         assert_eq!(config.broker.events_exchange, "events");
         assert_eq!(config.body_limit, 16 * 1024);
         assert_eq!(config.rate_limit, RateLimit { per_second: 5, burst: 10 });
-        assert_eq!(config.outbox, OutboxConfig { batch_size: 100, poll_interval: Duration::from_secs(5) });
+        assert_eq!(
+            config.outbox,
+            OutboxConfig {
+                batch_size: 100,
+                poll_interval: Duration::from_secs(5),
+                retention: Duration::from_secs(7 * 24 * 3600)
+            }
+        );
+        assert_eq!(config.ops.ops_addr, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(config.overload.hash_queue_capacity, QueueCapacity::Auto);
+        assert_eq!(QueueCapacity::Auto.resolve(2), 8);
+        assert_eq!(config.overload.request_timeout, Duration::from_secs(10));
+        assert_eq!(config.overload.max_in_flight, 512);
+        assert_eq!(
+            config.login_throttle,
+            LoginThrottle { per_account: 5, per_ip: 20, window: Duration::from_secs(60) }
+        );
+        assert_eq!((config.jwt.jwt_issuer.as_str(), config.jwt.jwt_audience.as_str()), ("auth-service", "api"));
         assert_eq!(config.database.database_url.expose_secret(), "postgres://postgres@127.0.0.1:5432/auth");
         assert_eq!(config.database.database_max_connections.get(), 10);
         assert_eq!(config.database.database_timeout, Duration::from_secs(5));
@@ -298,6 +399,8 @@ mod tests {
         assert!(error.to_string().starts_with("RATE_LIMIT_BURST=\"0\" is invalid"), "{error}");
         let error = config(&[("JWT_SECRET", &secret), ("HASH_CONCURRENCY", "0")]).unwrap_err();
         assert!(error.to_string().starts_with("HASH_CONCURRENCY=\"0\" is invalid"), "{error}");
+        let error = config(&[("JWT_SECRET", &secret), ("HASH_QUEUE_CAPACITY", "-1")]).unwrap_err();
+        assert!(error.to_string().starts_with("HASH_QUEUE_CAPACITY=\"-1\" is invalid"), "{error}");
     }
 
     #[test]
@@ -322,6 +425,17 @@ mod tests {
         let help = command.render_long_help().to_string();
         for var in [
             "HTTP_ADDR",
+            "OPS_ADDR",
+            "SHUTDOWN_GRACE_MS",
+            "HASH_QUEUE_CAPACITY",
+            "REQUEST_TIMEOUT_MS",
+            "MAX_IN_FLIGHT",
+            "LOGIN_FAILURES_PER_ACCOUNT",
+            "LOGIN_FAILURES_PER_IP",
+            "LOGIN_FAILURE_WINDOW_SECS",
+            "JWT_ISSUER",
+            "JWT_AUDIENCE",
+            "OUTBOX_RETENTION_SECS",
             "APP_ENV",
             "JWT_SECRET",
             "JWT_TTL_SECS",

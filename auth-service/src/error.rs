@@ -97,6 +97,17 @@ pub enum ApiError {
     /// 429 with `Retry-After`: the client's rate limit on `/auth/*` is spent.
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
+    /// 429 with `Retry-After`: too many failed logins for this email or from this client in
+    /// the window. The same answer whether or not an account has the email.
+    #[error("login throttled")]
+    LoginThrottled { retry_after_secs: u64 },
+    /// 503 with `Retry-After: 1`: shed at once, the service is at capacity (the password
+    /// hashing queue is full, or the public port's in-flight limit is reached).
+    #[error("overloaded: {0}")]
+    Overloaded(&'static str),
+    /// 503 with `Retry-After: 1`: the request took longer than `REQUEST_TIMEOUT_MS`.
+    #[error("the request timed out")]
+    TimedOut,
     /// A request to another service failed; mapped by outcome alone, whatever the contract:
     /// a remote 404 or 400 is passed on with the remote message, timeout → 504, broker
     /// unavailable → 503, no handler / undecodable reply / other remote errors → 502.
@@ -139,7 +150,10 @@ impl From<OutboxError> for ApiError {
 
 impl From<HashError> for ApiError {
     fn from(error: HashError) -> Self {
-        Self::Hashing(error)
+        match error {
+            HashError::Saturated => Self::Overloaded("the password hashing queue is full"),
+            error => Self::Hashing(error),
+        }
     }
 }
 
@@ -238,6 +252,24 @@ impl ApiError {
                 "Too many requests",
                 format!("Too many requests from this client; retry in {retry_after_secs} s."),
             ),
+            Self::LoginThrottled { retry_after_secs } => Shape::new(
+                S::TOO_MANY_REQUESTS,
+                "login-throttled",
+                "Too many failed logins",
+                format!("Too many failed logins for this email or from this client; retry in {retry_after_secs} s."),
+            ),
+            Self::Overloaded(_) => Shape::new(
+                S::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Service unavailable",
+                "The service is at capacity; retry shortly.",
+            ),
+            Self::TimedOut => Shape::new(
+                S::SERVICE_UNAVAILABLE,
+                "timeout",
+                "Request timed out",
+                "The request took too long to handle; retry shortly.",
+            ),
             Self::Rpc(error) => rpc_shape(error),
             Self::Database(error) if is_unavailable(error) => Shape::new(
                 S::SERVICE_UNAVAILABLE,
@@ -311,8 +343,18 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let shape = self.shape();
-        if shape.status.is_server_error() {
-            tracing::error!(status = shape.status.as_u16(), error = %shared::error::chain(&self), "request failed");
+        match &self {
+            // Load shedding is the service working as designed: a warning, not an error.
+            Self::Overloaded(_) | Self::TimedOut => {
+                tracing::warn!(status = shape.status.as_u16(), reason = %self, "request shed");
+            }
+            // The chain may quote what a peer or the database said: escaped, so that no text
+            // in it can start a forged log line.
+            _ if shape.status.is_server_error() => {
+                let chain = shared::error::chain(&self);
+                tracing::error!(status = shape.status.as_u16(), error = %chain.escape_debug(), "request failed");
+            }
+            _ => {}
         }
         let challenge = match &self {
             Self::Unauthorized(TokenError::Missing) | Self::InvalidCredentials => {
@@ -322,7 +364,11 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let retry_after = match &self {
-            Self::RateLimited { retry_after_secs } => Some(HeaderValue::from(*retry_after_secs)),
+            Self::RateLimited { retry_after_secs } | Self::LoginThrottled { retry_after_secs } => {
+                Some(HeaderValue::from(*retry_after_secs))
+            }
+            // Every 503 is temporary: overload, a timeout, a database or broker outage.
+            _ if shape.status == StatusCode::SERVICE_UNAVAILABLE => Some(HeaderValue::from(1u64)),
             _ => None,
         };
         let errors = match self {

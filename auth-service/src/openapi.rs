@@ -1,6 +1,10 @@
 //! `GET /openapi.json`: the OpenAPI 3.1 document of this API, generated from the handlers'
-//! annotations and the request/response types, plus the operations routes that `shared::ops`
-//! provides (documented here since their handlers live in another crate).
+//! annotations and the request/response types, plus the public `/healthz`. It describes the
+//! public port only: the operations port (`/readyz`, `/metrics`) is not part of the API.
+//!
+//! The document is exact: every rule the server enforces on a request is stated in it
+//! (lengths, patterns, UUID path ids, `additionalProperties: false`), and every status and
+//! header a response may carry is listed, which a schemathesis run in the test suite checks.
 
 use std::sync::OnceLock;
 
@@ -15,6 +19,7 @@ use utoipa::{
 };
 
 use crate::{
+    account,
     error::{FieldError, Problem},
     login::{self, LoginRequest, TokenBody},
     signup::{self, SignupRequest, UserBody},
@@ -34,7 +39,7 @@ use crate::{
     tags(
         (name = "auth", description = "Accounts and tokens (rate limited per client)"),
         (name = "users", description = "Profiles, from the user-service"),
-        (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "operations", description = "Liveness and this document"),
     )
 )]
 pub struct ApiDoc;
@@ -42,7 +47,28 @@ pub struct ApiDoc;
 /// The document as served (built once).
 pub fn document() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".to_owned()))
+    JSON.get_or_init(|| {
+        let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        state_exact_rules(&mut document);
+        serde_json::to_string(&document).unwrap_or_else(|_| "{}".to_owned())
+    })
+}
+
+/// Adds what the annotations cannot say (a pattern must be a literal there): the patterns the
+/// parsers of [`crate::account`] implement, and `additionalProperties: false` on every request
+/// body (they all deny unknown fields).
+fn state_exact_rules(document: &mut serde_json::Value) {
+    let schemas = &mut document["components"]["schemas"];
+    for (field, pattern) in [("email", account::EMAIL_PATTERN), ("name", account::NAME_PATTERN)] {
+        if let Some(property) = schemas["SignupRequest"]["properties"][field].as_object_mut() {
+            property.insert("pattern".to_owned(), pattern.into());
+        }
+    }
+    for request in ["SignupRequest", "LoginRequest"] {
+        if let Some(schema) = schemas[request].as_object_mut() {
+            schema.insert("additionalProperties".to_owned(), false.into());
+        }
+    }
 }
 
 /// This document.
@@ -67,37 +93,17 @@ impl Modify for BearerAuth {
     }
 }
 
-/// `/healthz`, `/readyz`, `/metrics` from `shared::ops`.
+/// The public `/healthz`.
 struct OperationsRoutes;
 
 impl Modify for OperationsRoutes {
     fn modify(&self, openapi: &mut openapi::OpenApi) {
-        let routes = [
-            ("/healthz", "Liveness: 200 while the process serves HTTP.", "application/json", None),
-            (
-                "/readyz",
-                "Readiness: 200 when Postgres and the broker are usable.",
-                "application/json",
-                Some("503 when a dependency is down; the body names it."),
-            ),
-            ("/metrics", "Prometheus metrics.", "text/plain", None),
-        ];
-        for (path, summary, content_type, unavailable) in routes {
-            let mut responses = openapi::ResponsesBuilder::new().response(
-                "200",
-                ResponseBuilder::new().description(summary).content(content_type, ContentBuilder::new().build()),
-            );
-            if let Some(description) = unavailable {
-                responses = responses.response(
-                    "503",
-                    ResponseBuilder::new()
-                        .description(description)
-                        .content(content_type, ContentBuilder::new().build()),
-                );
-            }
-            let operation =
-                OperationBuilder::new().summary(Some(summary)).tag("operations").responses(responses.build());
-            openapi.paths.add_path_operation(path, vec![HttpMethod::Get], operation);
-        }
+        let summary = "Liveness: 200 while the process serves HTTP.";
+        let responses = openapi::ResponsesBuilder::new().response(
+            "200",
+            ResponseBuilder::new().description(summary).content("application/json", ContentBuilder::new().build()),
+        );
+        let operation = OperationBuilder::new().summary(Some(summary)).tag("operations").responses(responses.build());
+        openapi.paths.add_path_operation("/healthz", vec![HttpMethod::Get], operation);
     }
 }

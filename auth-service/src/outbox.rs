@@ -9,6 +9,11 @@
 //! [`claim`] takes unpublished rows with `FOR UPDATE SKIP LOCKED`: while one relay holds a row
 //! (its transaction stays open while it publishes), other relays skip it, so two relays never
 //! publish one row concurrently.
+//!
+//! Published rows are kept for a retention period (for operators tracing an event), then
+//! deleted by [`prune`] in bounded batches; unpublished rows are never pruned.
+
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -116,6 +121,21 @@ pub async fn record_failure(connection: &mut PgConnection, ids: &[Uuid], error: 
         .execute(connection)
         .await?;
     Ok(())
+}
+
+/// Deletes up to `limit` rows published more than `retention` ago, oldest first; returns how
+/// many it deleted.
+pub async fn prune(connection: &mut PgConnection, retention: Duration, limit: u32) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query!(
+        "DELETE FROM outbox WHERE id IN (\
+             SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1::float8) \
+             ORDER BY published_at LIMIT $2)",
+        retention.as_secs_f64(),
+        i64::from(limit),
+    )
+    .execute(connection)
+    .await?;
+    Ok(deleted.rows_affected())
 }
 
 /// The number of rows not yet published (for tests and operators).

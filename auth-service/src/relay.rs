@@ -12,7 +12,11 @@
 //! - **generic**: a row goes out as stored (pattern, payload text, id, trace); the relay knows
 //!   no event type;
 //! - **flushes on shutdown**: after the HTTP server stopped, one last drain (bounded by
-//!   [`FLUSH_TIMEOUT`]) publishes what the last requests wrote.
+//!   [`FLUSH_TIMEOUT`]) publishes what the last requests wrote;
+//! - **bounded table**: at every safety poll, rows published more than `OUTBOX_RETENTION_SECS`
+//!   ago are deleted, [`PRUNE_BATCH`] rows per statement and at most [`PRUNE_BATCHES`]
+//!   statements per poll, so pruning a large backlog never holds long locks or starves
+//!   publishing.
 
 use std::time::Duration;
 
@@ -34,6 +38,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The final drain at shutdown may take this long; what is left goes out after the restart.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Published rows deleted per statement when pruning.
+pub const PRUNE_BATCH: u32 = 1000;
+/// Pruning statements per safety poll at most (the rest waits for the next poll).
+pub const PRUNE_BATCHES: u32 = 10;
 
 /// Publishes the outbox. See the module docs.
 pub struct Relay {
@@ -43,6 +51,7 @@ pub struct Relay {
     wake: Notify,
     batch_size: u32,
     poll_interval: Duration,
+    retention: Duration,
 }
 
 /// What one batch did.
@@ -74,8 +83,27 @@ pub enum PublishError {
 
 impl Relay {
     pub fn new(pool: PgPool, client: Client, config: OutboxConfig) -> Self {
-        let OutboxConfig { batch_size, poll_interval } = config;
-        Self { pool, client, wake: Notify::new(), batch_size: batch_size.max(1), poll_interval }
+        let OutboxConfig { batch_size, poll_interval, retention } = config;
+        Self { pool, client, wake: Notify::new(), batch_size: batch_size.max(1), poll_interval, retention }
+    }
+
+    /// Deletes rows published more than the retention period ago: batches of [`PRUNE_BATCH`],
+    /// at most [`PRUNE_BATCHES`] of them. Returns how many rows it deleted.
+    pub async fn prune(&self) -> Result<u64, sqlx::Error> {
+        let mut connection = self.pool.acquire().await?;
+        let mut total = 0;
+        for _ in 0..PRUNE_BATCHES {
+            let deleted = outbox::prune(&mut connection, self.retention, PRUNE_BATCH).await?;
+            total += deleted;
+            if deleted < u64::from(PRUNE_BATCH) {
+                break;
+            }
+        }
+        if total > 0 {
+            metrics::counter!("outbox_pruned_total").increment(total);
+            tracing::debug!(pruned = total, "outbox relay pruned published rows");
+        }
+        Ok(total)
     }
 
     /// Claims one batch, publishes it concurrently, marks what the broker confirmed, commits.
@@ -177,7 +205,11 @@ impl Relay {
                 biased;
                 () = stop.cancelled() => break,
                 () = self.wake.notified() => {}
-                _ = poll.tick() => {}
+                _ = poll.tick() => {
+                    if let Err(error) = self.prune().await {
+                        tracing::warn!(error = %chain(&error), "outbox relay: pruning failed; will retry at the next poll");
+                    }
+                }
             }
         }
         self.flush().await;

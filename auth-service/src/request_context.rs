@@ -9,7 +9,9 @@
 //! - the trace continued from the `traceparent` header (or a new root) as the task's current
 //!   [`TraceContext`], so RPCs and outbox rows carry it on;
 //! - one `request finished` line with status and latency, and the `http_requests_total` and
-//!   `http_request_duration_seconds` metrics by route template (not raw path: bounded labels).
+//!   `http_request_duration_seconds` metrics. Every label is bounded whatever clients send:
+//!   `method` is one of the methods the API serves (`GET`, `HEAD`, `POST`) or `other`,
+//!   `route` the matched route template (not the raw path) or `unmatched`.
 //!
 //! Nothing from headers other than these two ids is logged: no `Authorization`, no bodies.
 
@@ -17,7 +19,7 @@ use std::time::Instant;
 
 use axum::{
     extract::{MatchedPath, Request},
-    http::{HeaderName, HeaderValue},
+    http::{HeaderName, HeaderValue, Method},
     middleware::Next,
     response::Response,
 };
@@ -36,7 +38,7 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         request.headers().get(&TRACEPARENT).and_then(|value| value.to_str().ok()).and_then(TraceContext::parse);
     let trace = parent.map_or_else(TraceContext::new_root, |parent| parent.child());
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
-    let method = request.method().clone();
+    let method = method_label(request.method());
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         request.headers_mut().insert(REQUEST_ID, value);
     }
@@ -63,7 +65,7 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         shared::trace::set_error(&span, status);
     }
     span.in_scope(|| tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request finished"));
-    let labels = [("method", method.to_string()), ("route", route), ("status", status.to_string())];
+    let labels = [("method", method.to_owned()), ("route", route), ("status", status.to_string())];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels[..2]).record(elapsed.as_secs_f64());
 
@@ -71,6 +73,17 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
+}
+
+/// The `method` label and log field: a method the API serves, else `other`, so that made-up
+/// methods cannot grow the metric series (or the logs) without bound.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        _ => "other",
+    }
 }
 
 fn client_request_id(request: &Request) -> Option<String> {

@@ -30,13 +30,17 @@ use crate::{
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupRequest {
-    /// An email address, unique case-insensitively.
-    #[schema(required = true, nullable = false, format = Email, max_length = 254, example = "ada@example.com")]
+    /// An email address, unique case-insensitively: at most 254 characters; surrounding spaces
+    /// are removed; an ASCII dot-atom local part of at most 64 characters; a domain of at
+    /// least two labels (letters, digits, inner hyphens; at most 63 characters each), the last
+    /// one not all digits.
+    #[schema(required = true, nullable = false, max_length = 254, example = "ada@example.com")]
     email: Option<String>,
-    /// 8 to 128 characters.
+    /// 8 to 128 characters, taken as is.
     #[schema(required = true, nullable = false, format = Password, min_length = 8, max_length = 128, example = "correct horse battery")]
     password: Option<String>,
-    /// 1 to 100 characters after trimming.
+    /// 1 to 100 characters, no control characters, not only spaces; surrounding spaces are
+    /// removed.
     #[schema(required = true, nullable = false, min_length = 1, max_length = 100, example = "Ada")]
     name: Option<String>,
 }
@@ -111,8 +115,10 @@ fn required<T>(
         (status = 413, description = "The body is too large.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not declared as JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, each listed in `errors`.", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited; see `Retry-After`.", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "At capacity (hashing queue full, in-flight limit, timeout) or the database is unavailable; see `Retry-After`.", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn signup(

@@ -1,4 +1,5 @@
-//! What every handler can reach: the pool, the broker client, the hasher and the token keys.
+//! What every handler can reach: the pool, the broker client, the hasher, the token keys and
+//! the failed-login throttle.
 //! Cheap to clone (handles and `Arc`s only).
 
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use axum::extract::FromRef;
 use shared::Client;
 use sqlx::PgPool;
 
-use crate::{password::PasswordHasher, token::Tokens};
+use crate::{login_throttle::LoginThrottle, password::PasswordHasher, token::Tokens};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -15,6 +16,7 @@ pub struct AppState {
     pub rpc: Client,
     pub hasher: PasswordHasher,
     pub tokens: Arc<Tokens>,
+    pub throttle: LoginThrottle,
 }
 
 impl FromRef<AppState> for Arc<Tokens> {

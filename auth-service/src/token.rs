@@ -1,9 +1,12 @@
-//! Access tokens: HS256 JWTs with `sub` = the user id, `iat` and `exp`.
+//! Access tokens: HS256 JWTs with `sub` = the user id, `iss` (`JWT_ISSUER`), `aud`
+//! (`JWT_AUDIENCE`), `iat` and `exp`.
 //!
 //! Verification pins the algorithm to HS256: a token whose header says `none`, `HS512`,
 //! `RS256` or anything else is rejected before its signature is looked at, so the classic
-//! algorithm-confusion attacks do not apply. `exp` and `sub` are required, and expiry is
-//! checked without leeway: this service issues and verifies its own tokens on one clock.
+//! algorithm-confusion attacks do not apply. `exp`, `sub`, `iss` and `aud` are required, the
+//! issuer and audience must be this service's (a token minted with a shared key for another
+//! service or audience is not accepted here), and expiry is checked without leeway: this
+//! service issues and verifies its own tokens on one clock.
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,12 +22,16 @@ pub struct Tokens {
     decoding: DecodingKey,
     validation: Validation,
     ttl: Duration,
+    issuer: String,
+    audience: String,
 }
 
 /// The claims this service puts in a token and requires back.
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
+    iss: String,
+    aud: String,
     iat: u64,
     exp: u64,
 }
@@ -60,18 +67,33 @@ pub enum TokenError {
 }
 
 impl Tokens {
-    pub fn new(secret: &SecretString, ttl: Duration) -> Self {
+    pub fn new(secret: &SecretString, ttl: Duration, issuer: &str, audience: &str) -> Self {
         let key = secret.expose_secret().as_bytes();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        Self { encoding: EncodingKey::from_secret(key), decoding: DecodingKey::from_secret(key), validation, ttl }
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        Self {
+            encoding: EncodingKey::from_secret(key),
+            decoding: DecodingKey::from_secret(key),
+            validation,
+            ttl,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+        }
     }
 
     /// Signs a token for `user`, valid for the configured lifetime.
     pub fn issue(&self, user: Uuid) -> Result<AccessToken, TokenError> {
         let now = jsonwebtoken::get_current_timestamp();
-        let claims = Claims { sub: user.to_string(), iat: now, exp: now.saturating_add(self.ttl.as_secs()) };
+        let claims = Claims {
+            sub: user.to_string(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            iat: now,
+            exp: now.saturating_add(self.ttl.as_secs()),
+        };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(TokenError::Signing)?;
         Ok(AccessToken { token, expires_in: self.ttl })
@@ -122,7 +144,7 @@ mod tests {
     use super::*;
 
     fn tokens(ttl: u64) -> Tokens {
-        Tokens::new(&SecretString::from("k".repeat(32)), Duration::from_secs(ttl))
+        Tokens::new(&SecretString::from("k".repeat(32)), Duration::from_secs(ttl), "auth-service", "api")
     }
 
     #[test]
@@ -134,9 +156,19 @@ mod tests {
 
     #[test]
     fn tokens_of_another_key_are_invalid() {
-        let other = Tokens::new(&SecretString::from("o".repeat(32)), Duration::from_secs(60));
+        let other = Tokens::new(&SecretString::from("o".repeat(32)), Duration::from_secs(60), "auth-service", "api");
         let token = other.issue(Uuid::new_v4()).unwrap().token;
         assert!(matches!(tokens(60).verify(&token), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
+    fn tokens_of_another_issuer_or_audience_are_invalid() {
+        let key = SecretString::from("k".repeat(32));
+        for (issuer, audience) in [("someone-else", "api"), ("auth-service", "admin")] {
+            let other = Tokens::new(&key, Duration::from_secs(60), issuer, audience);
+            let token = other.issue(Uuid::new_v4()).unwrap().token;
+            assert!(matches!(tokens(60).verify(&token), Err(TokenError::Invalid(_))), "{issuer} {audience}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use axum::{
     extract::{Path, State, rejection::PathRejection},
 };
 use shared::contracts::GetUser;
+use uuid::Uuid;
 
 use crate::{
     error::{ApiError, Problem},
@@ -24,7 +25,7 @@ use crate::{
     get,
     path = "/users/{id}",
     tag = "users",
-    params(("id" = String, Path, description = "The user id (a UUID)")),
+    params(("id" = Uuid, Path, description = "The user id: a UUID in its hyphenated form")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The user.", body = UserBody),
@@ -32,7 +33,8 @@ use crate::{
         (status = 401, description = "Missing, expired or invalid token.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user.", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The user-service answered wrongly.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The broker is unavailable.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker is unavailable, or the service is at capacity; see `Retry-After`.", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
         (status = 504, description = "The user-service did not answer in time.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -42,7 +44,12 @@ pub async fn get_user(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<UserBody>, ApiError> {
     let Path(id) = id.map_err(|rejection| ApiError::BadPath(rejection.body_text()))?;
-    fetch(&state, id).await
+    // The hyphenated form only (36 characters), as the OpenAPI document says: `Uuid` alone
+    // would also take the simple, braced and URN forms.
+    let id = Uuid::parse_str(&id).ok().filter(|_| id.len() == 36).ok_or_else(|| {
+        ApiError::BadPath("The user id must be a UUID like 3f2b8c1e-6d4a-4e8f-9b1c-2a7d5e9f0c13.".to_owned())
+    })?;
+    fetch(&state, id.to_string()).await
 }
 
 /// The caller's own profile.
@@ -56,7 +63,8 @@ pub async fn get_user(
         (status = 401, description = "Missing, expired or invalid token.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The user-service does not know the caller (yet).", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The user-service answered wrongly.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The broker is unavailable.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker is unavailable, or the service is at capacity; see `Retry-After`.", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
         (status = 504, description = "The user-service did not answer in time.", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -1,5 +1,5 @@
 //! The binary explains itself: `--help` and `--version`, configuration errors, the deprecated
-//! pool size name, and a `healthcheck` that reads `HTTP_ADDR` alone.
+//! pool size name, and a `healthcheck` that reads `OPS_ADDR` alone.
 
 use std::process::Output;
 
@@ -19,7 +19,7 @@ async fn help_lists_every_setting_with_its_variable_its_default_and_a_meaning() 
     let help = text(&output.stdout);
     // Every setting the Config declares (the README's table is checked against the same list).
     let settings = shared::config::settings::<auth_service::Config>(&auth_service::SERVICE);
-    assert_eq!(settings.len(), 25, "{settings:?}");
+    assert_eq!(settings.len(), 36, "{settings:?}");
     let jwt_secret = settings.iter().find(|setting| setting.var == "JWT_SECRET");
     assert_eq!(jwt_secret.map(|setting| setting.default.as_deref()), Some(None), "the key has no default");
     tests::cli::assert_help_lists(
@@ -79,10 +79,10 @@ async fn the_deprecated_pool_size_variable_still_sets_the_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_healthcheck_ignores_unrelated_bad_settings_and_follows_the_http_port() {
+async fn the_healthcheck_ignores_unrelated_bad_settings_and_follows_the_ops_port() {
     let mut app = TestApp::spawn().await;
-    let http_addr = app.addr.to_string();
-    let vars = [("HTTP_ADDR", http_addr.as_str()), ("RATE_LIMIT_BURST", "many"), ("JWT_SECRET", "short")];
+    let ops_addr = app.ops_addr.to_string();
+    let vars = [("OPS_ADDR", ops_addr.as_str()), ("RATE_LIMIT_BURST", "many"), ("JWT_SECRET", "short")];
 
     assert_eq!(run(&["healthcheck"], &vars).await.status.code(), Some(0));
     app.stop().await;

@@ -24,13 +24,21 @@ async fn login_returns_a_bearer_token_for_the_user() {
     assert_eq!(claims["sub"], user["id"]);
     let lifetime = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
     assert_eq!(lifetime, 600);
+    assert_eq!(claims["iss"], "auth-service");
+    assert_eq!(claims["aud"], "api");
 }
 
 #[tokio::test]
 async fn login_matches_the_email_case_insensitively() {
     let app = TestApp::spawn().await;
-    app.create_user("Ada@Example.com", "Ada").await;
-    assert_eq!(app.login("ada@EXAMPLE.com", PASSWORD).await.status(), StatusCode::OK);
+    let user = app.create_user("Ada@Example.com", "Ada").await;
+    let response = app.login("ada@EXAMPLE.com", PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["tokenType"], "Bearer");
+    let claims = crate::tokens::claims(body["accessToken"].as_str().unwrap());
+    assert_eq!(claims["sub"], user["id"], "the token is the account's");
+    assert_eq!((claims["iss"].as_str(), claims["aud"].as_str()), (Some("auth-service"), Some("api")));
 }
 
 #[tokio::test]
@@ -47,6 +55,8 @@ async fn unknown_email_and_wrong_password_get_the_same_401() {
         assert_eq!(response.headers()["www-authenticate"], "Bearer");
         bodies.push(problem(response, StatusCode::UNAUTHORIZED).await);
     }
+    assert_eq!(bodies[0]["type"], "urn:problem:auth-service:invalid-credentials");
+    assert_eq!(bodies[0]["detail"], "The email or password is incorrect.");
     assert_eq!(bodies[0], bodies[1]);
     assert_eq!(bodies[0], bodies[2]);
 }

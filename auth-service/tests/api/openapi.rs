@@ -21,8 +21,6 @@ async fn the_openapi_document_parses_and_lists_every_route() {
         ("/users/{id}", "get"),
         ("/users/me", "get"),
         ("/healthz", "get"),
-        ("/readyz", "get"),
-        ("/metrics", "get"),
         ("/openapi.json", "get"),
     ];
     for (path, method) in routes {
@@ -39,4 +37,23 @@ async fn the_openapi_document_parses_and_lists_every_route() {
     let required = document["components"]["schemas"]["SignupRequest"]["required"].as_array().unwrap();
     assert_eq!(required.len(), 3);
     assert!(document["components"]["securitySchemes"]["bearer"].is_object());
+
+    // The rules the server enforces are stated.
+    let schemas = &document["components"]["schemas"];
+    for request in ["SignupRequest", "LoginRequest"] {
+        assert_eq!(schemas[request]["additionalProperties"], false, "{request}");
+    }
+    let signup = &schemas["SignupRequest"]["properties"];
+    assert_eq!(signup["email"]["pattern"], auth_service::account::EMAIL_PATTERN);
+    assert_eq!(signup["email"]["maxLength"], 254);
+    assert_eq!(signup["name"]["pattern"], auth_service::account::NAME_PATTERN);
+    assert_eq!((signup["name"]["minLength"].as_u64(), signup["name"]["maxLength"].as_u64()), (Some(1), Some(100)));
+    assert_eq!(
+        (signup["password"]["minLength"].as_u64(), signup["password"]["maxLength"].as_u64()),
+        (Some(8), Some(128))
+    );
+    let id = &document["paths"]["/users/{id}"]["get"]["parameters"][0];
+    assert_eq!((id["name"].as_str(), id["schema"]["format"].as_str()), (Some("id"), Some("uuid")));
+    let shed = &document["paths"]["/auth/signup"]["post"]["responses"]["503"];
+    assert!(shed["headers"]["retry-after"].is_object(), "{shed}");
 }

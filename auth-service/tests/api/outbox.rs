@@ -157,7 +157,11 @@ impl OutboxFixture {
         let client = Client::start(config, self.stop.clone());
         assert!(client.wait_connected(DEADLINE).await);
         let pool = self.env.db().pool().await;
-        Relay::new(pool, client, OutboxConfig { batch_size, poll_interval: Duration::from_secs(5) })
+        Relay::new(
+            pool,
+            client,
+            OutboxConfig { batch_size, poll_interval: Duration::from_secs(5), retention: Duration::from_secs(3600) },
+        )
     }
 
     async fn subscribe(&self) -> Subscription {
@@ -222,4 +226,53 @@ async fn rows_another_relay_holds_are_skipped_not_published_again() {
         if count == 2 { Ok(()) } else { Err(count) }
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_relay_prunes_published_rows_after_the_retention_period() {
+    let app = TestApp::spawn_with(|env| env.set("OUTBOX_RETENTION_SECS", "1").set("OUTBOX_POLL_MS", "200")).await;
+    let _subscription = subscribe(&app).await;
+    app.wait_ready(StatusCode::OK).await;
+    app.create_user("ada@example.com", "Ada").await;
+    wait_until_drained(&app).await;
+
+    tests::eventually(DEADLINE, || async {
+        let rows: i64 =
+            sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox"#).fetch_one(&app.pool).await.unwrap();
+        if rows == 0 { Ok(()) } else { Err(rows) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pruning_goes_in_bounded_batches_and_never_takes_unpublished_or_recent_rows() {
+    // 3 unpublished rows, 12 500 published 8 days ago, 1 published a minute ago.
+    let fixture = OutboxFixture::with_rows(3).await;
+    sqlx::query(
+        "INSERT INTO outbox (id, pattern, payload, published_at) \
+         SELECT gen_random_uuid(), 'user.created', '{}'::json, now() - interval '8 days' FROM generate_series(1, 12500)",
+    )
+    .execute(&fixture.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO outbox (id, pattern, payload, published_at) VALUES ($1, 'user.created', '{}'::json, now() - interval '1 minute')")
+        .bind(Uuid::new_v4())
+        .execute(&fixture.pool)
+        .await
+        .unwrap();
+    let relay = fixture.relay(10).await; // retention: one hour
+
+    let first = relay.prune().await.unwrap();
+    let batch = u64::from(auth_service::relay::PRUNE_BATCH);
+    assert_eq!(first, batch * u64::from(auth_service::relay::PRUNE_BATCHES), "one call deletes at most its batches");
+    assert_eq!(relay.prune().await.unwrap(), 12_500 - first, "the next call takes the rest");
+    assert_eq!(relay.prune().await.unwrap(), 0);
+
+    let (unpublished, recent): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE published_at IS NULL), count(*) FILTER (WHERE published_at IS NOT NULL) FROM outbox",
+    )
+    .fetch_one(&fixture.pool)
+    .await
+    .unwrap();
+    assert_eq!((unpublished, recent), (3, 1));
 }

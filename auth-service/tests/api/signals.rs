@@ -10,8 +10,8 @@ const VARS: [&str; 4] = ["AMQP_URL", "DATABASE_URL", "USER_QUEUE", "EVENTS_EXCHA
 
 async fn stops_cleanly_on(signal: &str) {
     let env = ServiceEnv::new().await;
-    let extra = [("JWT_SECRET", JWT_SECRET)];
-    let binary = tests::cli::start_ready(env!("CARGO_BIN_EXE_auth-service"), &env, &VARS, &extra, "HTTP_ADDR").await;
+    let extra = [("JWT_SECRET", JWT_SECRET), ("HTTP_ADDR", "127.0.0.1:0")];
+    let binary = tests::cli::start_ready(env!("CARGO_BIN_EXE_auth-service"), &env, &VARS, &extra, "OPS_ADDR").await;
     tests::cli::assert_stops_cleanly_on(binary, signal).await;
     env.finish().await;
 }

@@ -66,6 +66,8 @@ async fn duplicate_email_is_rejected_with_409() {
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["status"], 409);
     assert_eq!(problem["type"], "urn:problem:auth-service:email-taken");
+    assert_eq!(problem["title"], "Email already registered");
+    assert!(problem.get("errors").is_none(), "{problem}");
     assert_eq!(events(&app).await, 1, "the rejected signup wrote no event");
 }
 
@@ -76,7 +78,9 @@ async fn emails_differing_only_in_case_are_the_same_account() {
 
     let response = app.signup("ada.lovelace@EXAMPLE.COM", "Ada").await;
 
-    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let problem = crate::validation::problem(response, StatusCode::CONFLICT).await;
+    assert_eq!(problem["type"], "urn:problem:auth-service:email-taken");
+    assert_eq!(problem["detail"], "An account with this email already exists.");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,12 +91,22 @@ async fn twenty_concurrent_signups_with_one_email_create_exactly_one_account() {
         let email = if i % 2 == 0 { "race@example.com" } else { "RACE@example.com" };
         app.signup(email, "Racer")
     });
-    let statuses: Vec<StatusCode> = join_all(attempts).await.iter().map(|response| response.status()).collect();
+    let responses = join_all(attempts).await;
+    let statuses: Vec<StatusCode> = responses.iter().map(|response| response.status()).collect();
 
     let created = statuses.iter().filter(|status| **status == StatusCode::CREATED).count();
     let conflicts = statuses.iter().filter(|status| **status == StatusCode::CONFLICT).count();
     assert_eq!((created, conflicts), (1, 19), "{statuses:?}");
     assert_eq!((accounts(&app).await, events(&app).await), (1, 1));
+    for response in responses {
+        let body: Value = response.json().await.unwrap();
+        if body["id"].is_string() {
+            assert_eq!(body["email"].as_str().map(str::to_lowercase).as_deref(), Some("race@example.com"));
+            assert_eq!(body["name"], "Racer");
+        } else {
+            assert_eq!(body["type"], "urn:problem:auth-service:email-taken", "{body}");
+        }
+    }
 }
 
 async fn accounts(app: &TestApp) -> i64 {

@@ -18,6 +18,8 @@ pub struct TestApp {
     app: Option<App>,
     shutdown: CancellationToken,
     pub addr: std::net::SocketAddr,
+    /// The operations port: /healthz, /readyz, /metrics.
+    pub ops_addr: std::net::SocketAddr,
     pub http: reqwest::Client,
     /// A pool of our own onto the app's database, for assertions.
     pub pool: PgPool,
@@ -43,17 +45,41 @@ impl TestApp {
             .set("ARGON2_M_COST", "1024")
             .set("ARGON2_T_COST", "1")
             .set("RATE_LIMIT_PER_SECOND", "1000")
-            .set("RATE_LIMIT_BURST", "1000");
+            .set("RATE_LIMIT_BURST", "1000")
+            // Concurrency tests fire more signups at once than the default queue takes; the
+            // bound has tests of its own.
+            .set("HASH_QUEUE_CAPACITY", "1000")
+            // Likewise for failed logins (timing tests make many).
+            .set("LOGIN_FAILURES_PER_ACCOUNT", "100000")
+            .set("LOGIN_FAILURES_PER_IP", "100000");
         let env = tweak(env);
         let config = Config::from_lookup(|name| env.lookup(name)).expect("test configuration");
         let shutdown = CancellationToken::new();
         let app = App::build(config, shutdown.clone()).await.expect("the app starts");
         let pool = env.db().pool().await;
-        TestApp { addr: app.http_addr(), app: Some(app), shutdown, http: reqwest::Client::new(), pool, env }
+        TestApp {
+            addr: app.http_addr(),
+            ops_addr: app.ops_addr(),
+            app: Some(app),
+            shutdown,
+            http: reqwest::Client::new(),
+            pool,
+            env,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A URL on the operations port.
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ops_addr)
+    }
+
+    /// `GET` on the operations port.
+    pub async fn ops_get(&self, path: &str) -> Response {
+        self.http.get(self.ops_url(path)).send().await.unwrap()
     }
 
     /// Where `get_user` requests go (`USER_QUEUE`).
@@ -83,7 +109,11 @@ impl TestApp {
     pub async fn create_user(&self, email: &str, name: &str) -> Value {
         let response = self.signup(email, name).await;
         assert_eq!(response.status(), StatusCode::CREATED);
-        response.json().await.unwrap()
+        let user: Value = response.json().await.unwrap();
+        assert_eq!(user["email"], email.trim_matches(' '), "{user}");
+        assert_eq!(user["name"], name.trim_matches(' '), "{user}");
+        assert!(user["id"].as_str().is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()), "{user}");
+        user
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Response {
@@ -96,7 +126,9 @@ impl TestApp {
         let response = self.login(email, PASSWORD).await;
         assert_eq!(response.status(), StatusCode::OK);
         let body: Value = response.json().await.unwrap();
-        (user, body["accessToken"].as_str().unwrap().to_owned())
+        let token = body["accessToken"].as_str().unwrap().to_owned();
+        assert_eq!(crate::tokens::claims(&token)["sub"], user["id"], "the token is the new user's");
+        (user, token)
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
@@ -110,7 +142,7 @@ impl TestApp {
     /// Waits until `/readyz` answers `status` (200: Postgres and broker up).
     pub async fn wait_ready(&self, status: StatusCode) {
         tests::eventually(DEADLINE, || async {
-            let response = self.http.get(self.url("/readyz")).send().await.map_err(|e| e.to_string())?;
+            let response = self.http.get(self.ops_url("/readyz")).send().await.map_err(|e| e.to_string())?;
             let got = response.status();
             let body = response.text().await.unwrap_or_default();
             if got == status { Ok(()) } else { Err(format!("{got}: {body}")) }

@@ -21,8 +21,15 @@ fn now() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
 
-fn sign(algorithm: Algorithm, claims: &Value) -> String {
-    jsonwebtoken::encode(&Header::new(algorithm), claims, &EncodingKey::from_secret(JWT_SECRET.as_bytes())).unwrap()
+/// Signs `claims` with the test key, adding this service's `iss` and `aud` unless given.
+pub fn sign(algorithm: Algorithm, claims: &Value) -> String {
+    let mut claims = claims.clone();
+    for (claim, value) in [("iss", "auth-service"), ("aud", "api")] {
+        if claims.get(claim).is_none() {
+            claims[claim] = json!(value);
+        }
+    }
+    jsonwebtoken::encode(&Header::new(algorithm), &claims, &EncodingKey::from_secret(JWT_SECRET.as_bytes())).unwrap()
 }
 
 async fn assert_rejected(app: &TestApp, token: Option<&str>, what: &str) {
@@ -81,7 +88,7 @@ async fn a_tampered_token_is_401() {
 async fn unsigned_and_other_algorithm_tokens_are_401() {
     let app = TestApp::spawn().await;
     let (user, _) = app.user_with_token("ada@example.com").await;
-    let claims = json!({"sub": user["id"], "iat": now(), "exp": now() + 600});
+    let claims = json!({"sub": user["id"], "iss": "auth-service", "aud": "api", "iat": now(), "exp": now() + 600});
     let body = base64url_encode(claims.to_string().as_bytes());
     for alg in ["none", "None", "NONE"] {
         let header = base64url_encode(json!({"alg": alg, "typ": "JWT"}).to_string().as_bytes());
@@ -92,6 +99,43 @@ async fn unsigned_and_other_algorithm_tokens_are_401() {
     // Right key and algorithm but no usable subject.
     assert_rejected(&app, Some(&sign(Algorithm::HS256, &json!({"sub": "ada", "exp": now() + 600}))), "bad sub").await;
     assert_rejected(&app, Some(&sign(Algorithm::HS256, &json!({"sub": user["id"]}))), "no exp").await;
+}
+
+#[tokio::test]
+async fn tokens_of_another_issuer_or_audience_are_401() {
+    let app = TestApp::spawn().await;
+    let stub = UserServiceStub::start(app.broker_url(), app.user_queue()).await;
+    app.wait_ready(StatusCode::OK).await;
+    let (user, _) = app.user_with_token("ada@example.com").await;
+    stub.directory.add_json(&user);
+    let claims = |extra: Value| {
+        let mut claims = json!({"sub": user["id"], "iat": now(), "exp": now() + 600});
+        claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        claims
+    };
+
+    // The control: this service's issuer and audience are accepted.
+    let good = sign(Algorithm::HS256, &claims(json!({})));
+    assert_eq!(app.get("/users/me", Some(&good)).await.status(), StatusCode::OK);
+    for (extra, what) in [
+        (json!({"iss": "someone-else"}), "another issuer"),
+        (json!({"aud": "admin"}), "another audience"),
+        (json!({"aud": ["admin", "billing"]}), "other audiences"),
+    ] {
+        assert_rejected(&app, Some(&sign(Algorithm::HS256, &claims(extra))), what).await;
+    }
+    // Without the claims at all (`sign` adds them only when absent: remove them by hand).
+    for claim in ["iss", "aud"] {
+        let mut body = claims(json!({"iss": "auth-service", "aud": "api"}));
+        body.as_object_mut().unwrap().remove(claim);
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &body,
+            &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert_rejected(&app, Some(&token), claim).await;
+    }
 }
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

@@ -58,11 +58,18 @@ async fn an_unknown_user_is_404() {
 }
 
 #[tokio::test]
-async fn a_malformed_id_is_the_user_services_400() {
+async fn a_malformed_id_is_400_at_the_edge() {
     let (app, _stub, token) = setup(|env| env).await;
-    let response = app.get("/users/not-a-uuid", Some(&token)).await;
-    let problem = problem(response, StatusCode::BAD_REQUEST).await;
-    assert_eq!(problem["detail"], "invalid user id");
+    // Not UUIDs in the hyphenated form the OpenAPI document states (the simple, braced and URN
+    // forms included): rejected before any RPC.
+    let simple = Uuid::new_v4().simple().to_string();
+    let braced = format!("{{{}}}", Uuid::new_v4());
+    for id in ["not-a-uuid", simple.as_str(), braced.as_str()] {
+        let response = app.get(&format!("/users/{id}"), Some(&token)).await;
+        let problem = problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(problem["type"], "urn:problem:auth-service:bad-path", "{id}");
+        assert!(problem["detail"].as_str().unwrap().contains("must be a UUID"), "{problem}");
+    }
 }
 
 #[tokio::test]

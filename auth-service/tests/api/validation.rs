@@ -40,6 +40,8 @@ async fn wrong_or_missing_content_type_is_415() {
     }
     let response = raw_signup(&app, Some("application/json; charset=utf-8"), body).await;
     assert_eq!(response.status(), StatusCode::CREATED, "parameters on the JSON type are fine");
+    let user: Value = response.json().await.unwrap();
+    assert_eq!((user["email"].as_str(), user["name"].as_str()), (Some("ada@example.com"), Some("Ada")));
 }
 
 #[tokio::test]
@@ -119,7 +121,11 @@ async fn length_limits_are_enforced_at_their_boundaries() {
         let response =
             app.post_json("/auth/signup", &json!({"email": email, "password": password, "name": name})).await;
         match invalid {
-            None => assert_eq!(response.status(), StatusCode::CREATED, "{email} / {} / {}", password.len(), name.len()),
+            None => {
+                assert_eq!(response.status(), StatusCode::CREATED, "{email} / {} / {}", password.len(), name.len());
+                let user: Value = response.json().await.unwrap();
+                assert_eq!((user["email"].as_str(), user["name"].as_str()), (Some(email), Some(name.as_str())));
+            }
             Some(field) => assert_eq!(fields(&problem_of(response).await), [field]),
         }
     }
