@@ -23,6 +23,7 @@ pub mod logs;
 pub mod names;
 pub mod otlp;
 pub mod process;
+pub mod schemathesis;
 mod teardown;
 pub mod urls;
 
