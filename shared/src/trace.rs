@@ -8,7 +8,7 @@
 //!
 //! When spans are exported ([`exporting`]: `OTEL_EXPORTER_OTLP_ENDPOINT` set, see
 //! [`crate::telemetry`]), the two agree: a span that continues a received context
-//! ([`TraceContext::continue_in`]) has that context as its parent, the context its work
+//! ([`adopt`]) has that context as its parent, the context its work
 //! carries on is the span's own, and what goes out on a message is the context of the
 //! `send` span publishing it, so every `traceparent` names an exported span. Span names,
 //! kinds and attributes follow the OpenTelemetry messaging conventions ([`Messaging`]).
@@ -108,13 +108,6 @@ impl TraceContext {
             let _started = span.set_parent(parent.remote());
         }
         Self::of_span(span)
-    }
-
-    /// The context the work inside `span` carries on, `span` continuing `parent` (received
-    /// with a request or message): the span's own when exported ([`TraceContext::start_span`]),
-    /// else a child of `parent`, else a new root.
-    pub fn continue_in(span: &Span, parent: Option<Self>) -> Self {
-        Self::start_span(span, parent).unwrap_or_else(|| parent.map_or_else(Self::new_root, |parent| parent.child()))
     }
 
     /// This context as the remote parent of a span.
@@ -480,6 +473,23 @@ mod tests {
         ] {
             assert!(TraceContext::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn without_export_no_span_is_touched_and_received_contexts_go_on_as_before() {
+        // Nothing in this crate's unit tests installs the exporter.
+        assert!(!exporting());
+        let received = TraceContext::new_root();
+        let current = received.child();
+        let span = tracing::info_span!("message", otel.name = tracing::field::Empty, trace_id = tracing::field::Empty);
+        assert_eq!(TraceContext::of_span(&span), None);
+        assert_eq!(TraceContext::start_span(&span, Some(received)), None);
+        assert_eq!(adopt(&span, Some(received), current), current);
+        assert_eq!(http_server(&span, &"GET", Some("/users/{id}"), Some(received), current), current);
+        assert!(Messaging::send("events", "user.created").send_span(SpanKind::Producer).is_none());
+        assert!(query_span("SELECT", "users").is_none());
+        assert!(batch_query_span([&span], "SELECT", "users", 1).is_none());
+        assert!(client_span("smtp send").is_none());
     }
 
     #[tokio::test]
