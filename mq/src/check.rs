@@ -22,6 +22,7 @@ use shared::{
     asyncapi::arguments_json,
     config::BrokerSettings,
     contracts::services::{DeclaredBinding, DeclaredQueue, DeclaredTopology},
+    topology::DlqLimits,
 };
 
 use crate::{error::MqError, outcome::Outcome};
@@ -61,6 +62,20 @@ fn retry_override() -> Result<Option<RetryPolicy>, MqError> {
     Ok(Some(policy))
 }
 
+/// The dead-letter queues' bounds, `DLQ_MAX_LENGTH` and `DLQ_MAX_BYTES` as the services read them.
+fn dlq_limits() -> Result<DlqLimits, MqError> {
+    let mut limits = DlqLimits::default();
+    if let Some(value) = var("DLQ_MAX_LENGTH") {
+        limits.max_length =
+            value.parse().map_err(|_| MqError::Usage(format!("DLQ_MAX_LENGTH={value:?} is not a number")))?;
+    }
+    if let Some(value) = var("DLQ_MAX_BYTES") {
+        limits.max_bytes =
+            value.parse().map_err(|_| MqError::Usage(format!("DLQ_MAX_BYTES={value:?} is not a number")))?;
+    }
+    Ok(limits)
+}
+
 /// One difference between the services' declarations and the broker.
 #[derive(Debug)]
 struct Finding {
@@ -80,7 +95,7 @@ impl Finding {
 }
 
 pub async fn run(broker: &BrokerSettings, management_url: Option<&str>) -> Result<Outcome, MqError> {
-    let expected = DeclaredTopology::of(var, broker.amqp_queue_type, retry_override()?.as_ref());
+    let expected = DeclaredTopology::of(var, broker.amqp_queue_type, retry_override()?.as_ref(), dlq_limits()?);
     let connected = shared::connection::connect(&broker.broker_config("mq")).await?;
     let connection = &connected.connection;
     let mut findings = Vec::new();

@@ -116,7 +116,7 @@ pub enum TopologyCommand {
     /// Compare queues (existence, arguments, consumers), the events exchange and, through the
     /// management API, bindings with what the services declare; exit 1 on drift.
     /// Queue names and the retry schedule follow USER_QUEUE, USER_EVENTS_QUEUE,
-    /// NOTIFICATION_QUEUE, EVENTS_EXCHANGE, AMQP_QUEUE_TYPE and RETRY_* as the services read them
+    /// NOTIFICATION_QUEUE, EVENTS_EXCHANGE, AMQP_QUEUE_TYPE, DLQ_MAX_* and RETRY_* as the services read them
     /// (RETRY_* set here apply to every service; unset, each service's default schedule).
     Check {
         /// The RabbitMQ management API (http://user:pass@host:15672), to check bindings; without

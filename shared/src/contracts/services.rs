@@ -14,7 +14,7 @@ use lapin::types::FieldTable;
 use super::{Event, GetUser, Request, UserCreated};
 use crate::{
     retry::RetryPolicy,
-    topology::{self, QueueType},
+    topology::{self, DlqLimits, QueueType},
 };
 
 /// The default name of the topic exchange events go to (`EVENTS_EXCHANGE`).
@@ -154,12 +154,17 @@ pub struct DeclaredTopology {
 impl DeclaredTopology {
     /// The topology of the default configuration, on a classic virtual host.
     pub fn defaults() -> Self {
-        Self::of(|_| None, QueueType::Classic, None)
+        Self::of(|_| None, QueueType::Classic, None, DlqLimits::default())
     }
 
     /// The topology with the names `lookup` gives (by variable, e.g. `USER_QUEUE`), the queue
-    /// type and, if given, one retry schedule for every service.
-    pub fn of(lookup: impl Fn(&str) -> Option<String>, queue_type: QueueType, retry: Option<&RetryPolicy>) -> Self {
+    /// type, the dead-letter queues' bounds and, if given, one retry schedule for every service.
+    pub fn of(
+        lookup: impl Fn(&str) -> Option<String>,
+        queue_type: QueueType,
+        retry: Option<&RetryPolicy>,
+        dlq: DlqLimits,
+    ) -> Self {
         let name = |var: &str, default: &str| lookup(var).unwrap_or_else(|| default.to_owned());
         let exchange = name("EVENTS_EXCHANGE", EVENTS_EXCHANGE);
         let mut queues = Vec::new();
@@ -179,7 +184,7 @@ impl DeclaredTopology {
                 queues.push(declared(queue.clone(), FieldTable::default(), true, QueueRole::Main));
                 queues.push(declared(
                     topology::dlq_name(&queue),
-                    topology::dlq_arguments(queue_type),
+                    topology::bounded_dlq_arguments(queue_type, dlq),
                     false,
                     QueueRole::DeadLetter,
                 ));
@@ -231,7 +236,7 @@ mod tests {
     fn names_and_schedules_follow_the_deployment() {
         let lookup = |var: &str| (var == "NOTIFICATION_QUEUE").then(|| "mails".to_owned());
         let retry = RetryPolicy { max_attempts: 2, ..RetryPolicy::default() };
-        let topology = DeclaredTopology::of(lookup, QueueType::Quorum, Some(&retry));
+        let topology = DeclaredTopology::of(lookup, QueueType::Quorum, Some(&retry), DlqLimits::default());
         assert!(topology.queue("mails.retry.1000ms").is_some());
         assert!(topology.queue("mails.retry.5000ms").is_none());
         let dlq = topology.queue("mails.dlq").unwrap();
