@@ -1,10 +1,15 @@
 //! The system under test: started in-process, or an external one found by URL.
 
+use std::net::SocketAddr;
+
 use tokio::task::JoinHandle;
 
 use crate::mailbox::Mailbox;
 use shared::CancellationToken;
-use tests::{DEADLINE, ServiceEnv};
+use tests::{DEADLINE, ServiceEnv, broker::BrokerProbe};
+
+/// The event whose mails the tests count.
+const USER_CREATED: &str = "user.created";
 
 /// A running system: where its HTTP API is, how to read its mail, how to reach its broker.
 pub struct Stack {
@@ -16,6 +21,19 @@ pub struct Stack {
     tasks: Vec<JoinHandle<()>>,
     /// The in-process stack's environments (auth first); none for an external stack.
     envs: Vec<ServiceEnv>,
+    /// The in-process stack's settlement probe; none for an external stack.
+    settlement: Option<Settlement>,
+}
+
+/// What [`Stack::settle`] reads for an in-process stack: a tap queue bound to the events
+/// exchange before any signup (one copy of every `user.created` publication), the
+/// notification-service's `/metrics` (deliveries it settled) and auth-service's outbox.
+struct Settlement {
+    probe: BrokerProbe,
+    tap: String,
+    notification_queue: String,
+    notification_ops: SocketAddr,
+    auth_db: sqlx::PgPool,
 }
 
 impl Stack {
@@ -39,6 +57,7 @@ impl Stack {
             shutdown: CancellationToken::new(),
             tasks: Vec::new(),
             envs: Vec::new(),
+            settlement: None,
         }
     }
 
@@ -67,6 +86,18 @@ impl Stack {
             notification_service::Config::from_lookup(|name| notifications_env.lookup(name)).unwrap();
         let notification = notification_service::App::build(notification_config, shutdown.clone()).await.unwrap();
         assert!(notification.wait_ready(DEADLINE).await, "notification-service did not become ready");
+        // Bound before auth-service starts: it sees every user.created the relay publishes.
+        let probe = BrokerProbe::connect(auth_env.amqp_url()).await;
+        let tap = tests::unique("e2e-user-created-tap");
+        probe.declare_queue(&tap).await;
+        probe.bind(&tap, auth_env.events_exchange(), USER_CREATED).await;
+        let settlement = Settlement {
+            probe,
+            tap,
+            notification_queue: notifications_env.notification_queue().to_owned(),
+            notification_ops: notification.ops_addr(),
+            auth_db: auth_env.db().pool().await,
+        };
         let auth_config = auth_service::Config::from_lookup(|name| auth_env.lookup(name)).unwrap();
         let auth = auth_service::App::build(auth_config, shutdown.clone()).await.unwrap();
         let auth_url = format!("http://{}", auth.http_addr());
@@ -84,7 +115,38 @@ impl Stack {
             shutdown,
             tasks,
             envs: vec![auth_env, users_env, notifications_env],
+            settlement: Some(settlement),
         }
+    }
+
+    /// The barrier before counting mails (call it after at least one signup): returns once
+    /// nothing the system did so far can still send one. In-process that is: auth-service's outbox holds no unpublished row
+    /// (no further publication is coming) and the notification-service has settled (handled
+    /// and acked, or parked) at least as many `user.created` deliveries as were published
+    /// (counted by a tap queue), so a duplicate publication has been handled too, not just
+    /// the first. A retried delivery does not count: it comes back.
+    ///
+    /// An external stack has neither the outbox nor the notification-service's ops port at
+    /// hand: there a later user's welcome mail is the barrier (weaker: a duplicate of an
+    /// earlier event may still be in flight on another consumer).
+    pub async fn settle(&self, http: &reqwest::Client) {
+        let Some(settlement) = &self.settlement else {
+            let marker = format!("{}@example.com", tests::unique("settle-marker"));
+            let response = http
+                .post(format!("{}/auth/signup", self.auth_url))
+                .json(&serde_json::json!({"email": marker, "password": "correct horse battery", "name": "Marker"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), reqwest::StatusCode::CREATED, "the marker signup");
+            tests::eventually(DEADLINE, || async {
+                let mails = self.mailbox.mails_to(&marker).await.len();
+                if mails > 0 { Ok(()) } else { Err(format!("no mail to the marker {marker} yet")) }
+            })
+            .await;
+            return;
+        };
+        tests::eventually(DEADLINE, || settlement.settled(http)).await;
     }
 
     /// Stops an in-process stack, checks that nothing was parked in a dead-letter queue and
@@ -93,6 +155,9 @@ impl Stack {
         self.shutdown.cancel();
         for task in self.tasks.drain(..) {
             tokio::time::timeout(DEADLINE, task).await.expect("the stack stops in time").unwrap();
+        }
+        if let Some(settlement) = self.settlement.take() {
+            settlement.probe.delete_queues(&[&settlement.tap]).await;
         }
         let mut envs = std::mem::take(&mut self.envs).into_iter();
         if let Some(auth_env) = envs.next() {
@@ -106,4 +171,54 @@ impl Drop for Stack {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+impl Settlement {
+    /// `Ok` once the outbox is empty and the settled deliveries reach the publications.
+    async fn settled(&self, http: &reqwest::Client) -> Result<(), String> {
+        let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&self.auth_db)
+            .await
+            .map_err(|error| format!("reading the outbox: {error}"))?;
+        if unpublished > 0 {
+            return Err(format!("{unpublished} outbox row(s) not published yet"));
+        }
+        // Read before the metrics: a publication counted here was settled if the count below
+        // reaches it (the outbox is empty, so no new one can come in between).
+        let published = u64::from(self.probe.message_count(&self.tap).await);
+        if published == 0 {
+            // Every test settles after a signup: a tap that saw nothing would make the barrier empty.
+            return Err(format!("the tap {} saw no {USER_CREATED} yet", self.tap));
+        }
+        let metrics = http
+            .get(format!("http://{}/metrics", self.notification_ops))
+            .send()
+            .await
+            .map_err(|error| error.to_string())?
+            .text()
+            .await
+            .map_err(|error| error.to_string())?;
+        let settled = settled_deliveries(&metrics, &self.notification_queue);
+        if settled >= published {
+            Ok(())
+        } else {
+            Err(format!(
+                "{settled} of {published} published {USER_CREATED} deliveries settled by the notification-service"
+            ))
+        }
+    }
+}
+
+/// The `user.created` deliveries of `queue` that the transport settled for good (`ok` or
+/// `parked`; `retried` ones come back), from a Prometheus text rendering.
+fn settled_deliveries(metrics: &str, queue: &str) -> u64 {
+    let queue_label = format!("queue=\"{queue}\"");
+    let pattern_label = format!("pattern=\"{USER_CREATED}\"");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("transport_messages_total{"))
+        .filter(|line| line.contains(&queue_label) && line.contains(&pattern_label))
+        .filter(|line| line.contains("outcome=\"ok\"") || line.contains("outcome=\"parked\""))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
