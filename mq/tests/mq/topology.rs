@@ -73,7 +73,7 @@ async fn the_check_finds_no_drift_while_the_services_run_then_each_drift() {
     ];
     assert_eq!(kinds(&report), expected, "{report:#}");
     let text = mq(&env, &["topology", "check"]).await;
-    assert!(text.stderr.contains(&format!("DRIFT no-consumer")) && text.stderr.contains("3 findings"), "{text:?}");
+    assert!(text.stderr.contains("DRIFT no-consumer") && text.stderr.contains("3 findings"), "{text:?}");
 
     shutdown.cancel();
     users.run_until_stopped().await;
