@@ -63,6 +63,11 @@ async fn main() {
     if std::env::var("BENCH_ROLE").as_deref() == Ok("lapin-echo") {
         return lapin_echo().await;
     }
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs bench targets without it.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("nest_vs_ours runs under `cargo bench -p user-service --bench nest_vs_ours` only");
+        return;
+    }
     let settings = Settings::from_env();
     let env = ServiceEnv::new().await;
     let amqp = env.amqp_url().to_owned();
