@@ -327,7 +327,7 @@ fn components() -> Value {
     parked.extend([
         (
             retry::FAILURE_HEADER.to_owned(),
-            json!({ "type": "string", "enum": ["exhausted", "permanent", "undecodable", "no-handler"], "description": "Why it was parked" }),
+            json!({ "type": "string", "enum": ["exhausted", "permanent", "undecodable", "no-handler", "too-large"], "description": "Why it was parked" }),
         ),
         (retry::ERROR_HEADER.to_owned(), string("The error and its causes")),
         (retry::ATTEMPTS_HEADER.to_owned(), integer("Attempts made")),
