@@ -29,6 +29,13 @@ async fn an_smtp_5xx_parks_the_event_in_the_dlq_with_its_reason() {
     assert_eq!(parked.message_id.as_deref(), Some(id.as_str()), "parked as it came, to be replayed later");
     assert_eq!(t.handled("retried"), 0, "a 5xx is not retried");
     assert!(!sent_mails::is_sent(&t.pool, &id).await.unwrap());
+    // Released, not left `sending`: a replay (on any instance) claims it afresh at once.
+    let claims: i64 = sqlx::query_scalar("SELECT count(*) FROM sent_mails WHERE event_id = $1")
+        .bind(&id)
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(claims, 0, "the claim of a mail the SMTP server rejected is released");
 
     // The consumer keeps serving.
     t.sink.set_mode(SmtpMode::Accept).await;
