@@ -131,7 +131,7 @@ impl App {
 
 fn server_config(config: &Config) -> ServerConfig {
     let mut server = ServerConfig::new(config.broker.broker_config(SERVICE.name), SERVICE.name);
-    server.prefetch = config.consumer.prefetch.get();
+    config.consumer.apply(&mut server);
     server.retry = config.retry.policy();
     server.shutdown_grace = config.ops.shutdown_grace;
     server

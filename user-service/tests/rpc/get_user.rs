@@ -89,3 +89,19 @@ async fn concurrent_requests_each_get_their_own_answer() {
     futures::future::join_all(calls).await;
     app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_message_bytes_is_the_largest_request_the_service_reads() {
+    let app = TestApp::spawn_with(&[("MAX_MESSAGE_BYTES", "256")]).await;
+
+    // Under the limit, a malformed id is read and refused by the handler (400); over it, the
+    // request is refused unread (413) and parked.
+    let (status, _) = remote_error(app.get_user("x".repeat(100)).await);
+    assert_eq!(status, Some(400));
+    let (status, message) = remote_error(app.get_user("x".repeat(400)).await);
+    assert_eq!(status, Some(413), "{message}");
+    assert!(message.starts_with("message too large"), "{message}");
+    let parked = app.probe.wait_for_message(&topology::dlq_name(&app.queue), DEADLINE).await;
+    assert_eq!(parked.header("x-failure"), Some(&json!("too-large")), "{parked:?}");
+    app.finish().await;
+}
