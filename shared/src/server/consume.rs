@@ -51,7 +51,8 @@ pub(crate) async fn dispatch<S: Clone + Send + Sync + 'static>(
             (key, known)
         }
     };
-    let mut context = MessageContext::new(pattern, outlet.queue.to_string(), &delivery.properties, delivery.redelivered);
+    let mut context =
+        MessageContext::new(pattern, outlet.queue.to_string(), &delivery.properties, delivery.redelivered);
     let span = tracing::info_span!(
         "message",
         otel.name = tracing::field::Empty,
