@@ -36,7 +36,7 @@ rmqctl() {
 # The nodes the services' links use, from their /readyz (`brokers`): `connection host:port` lines.
 links_in_use() {
   local address
-  curl -sS --max-time 5 "$AUTH_URL/readyz" | jq -r '.brokers[]? | "auth-service/\(.connection) \(.node)"' || true
+  curl -sS --max-time 5 "$AUTH_OPS_URL/readyz" | jq -r '.brokers[]? | "auth-service/\(.connection) \(.node)"' || true
   for service in user-service notification-service; do
     address=$(compose port --index 1 "$service" 9090 2>/dev/null | tail -n 1) || continue
     curl -sS --max-time 5 "http://$address/readyz" | jq -r --arg s "$service" '.brokers[]? | "\($s)/\(.connection) \(.node)"' || true

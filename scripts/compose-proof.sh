@@ -88,6 +88,7 @@ export MAILPIT_UI_PORT=${PROOF_MAILPIT_UI_PORT:-28025}
 export MAILPIT_SMTP_PORT=${PROOF_MAILPIT_SMTP_PORT:-21025}
 export AMQP_PORT_2=${PROOF_AMQP_PORT_2:-25684}
 export AMQP_PORT_3=${PROOF_AMQP_PORT_3:-25685}
+export AUTH_OPS_PORT=${PROOF_AUTH_OPS_PORT:-29090}
 export USER_OPS_PORTS=${PROOF_USER_OPS_PORTS:-29091-29095}
 export NOTIFICATION_OPS_PORTS=${PROOF_NOTIFICATION_OPS_PORTS:-29096-29099}
 # auth-service limits /auth/* per client IP, and through a published port every request of
@@ -97,6 +98,7 @@ export RATE_LIMIT_PER_SECOND=${PROOF_RATE_LIMIT_PER_SECOND:-100}
 export RATE_LIMIT_BURST=${PROOF_RATE_LIMIT_BURST:-200}
 
 AUTH_URL="http://127.0.0.1:$HTTP_PORT"
+AUTH_OPS_URL="http://127.0.0.1:$AUTH_OPS_PORT"
 MAILPIT_URL="http://127.0.0.1:$MAILPIT_UI_PORT"
 # The stack's credentials are generated on its first start (docker/secrets-init.sh): these
 # are read from its containers once it is up (stack_credentials).
@@ -498,7 +500,7 @@ if ! compose_is_v2; then
 fi
 compose_is_v2 || die "docker compose is not v2: $(docker compose version 2>&1)"
 note "$(docker compose version)"
-ports=("$HTTP_PORT" "$AMQP_PORT" "$RABBITMQ_UI_PORT" "$POSTGRES_PORT" "$MAILPIT_UI_PORT" "$MAILPIT_SMTP_PORT")
+ports=("$HTTP_PORT" "$AUTH_OPS_PORT" "$AMQP_PORT" "$RABBITMQ_UI_PORT" "$POSTGRES_PORT" "$MAILPIT_UI_PORT" "$MAILPIT_SMTP_PORT")
 [ "$CLUSTER" = 1 ] && ports+=("$AMQP_PORT_2" "$AMQP_PORT_3")
 for port in "${ports[@]}"; do
   port_free "$port" || die "host port $port is in use; set the PROOF_*_PORT variables (see the script)"
@@ -623,7 +625,7 @@ phase_end
 
 phase_begin "5b. smoke flow on 127.0.0.1: signup 201, login, GET /users/{id} 200, one welcome mail"
 : >"$TMP/users.txt"
-code=$(http "$TMP/readyz" "$AUTH_URL/readyz")
+code=$(http "$TMP/readyz" "$AUTH_OPS_URL/readyz")
 note "auth-service /readyz: HTTP $code"
 smoke_user single
 check_mails

@@ -127,11 +127,9 @@ impl System {
             };
             let mut vars = common.clone();
             vars.extend([("DATABASE_URL", database), ("OPS_ADDR", ops_addr.clone())]);
-            let mut ready = vec![format!("http://{ops_addr}/readyz")];
+            let ready = vec![format!("http://{ops_addr}/readyz")];
             if service == Service::Auth {
                 vars.push(("HTTP_ADDR", http_addr.clone()));
-                // auth-service serves its ops routes on the API port (it may gain OPS_ADDR).
-                ready.push(format!("http://{http_addr}/readyz"));
             }
             services.env.insert(service, vars);
             services.ready_urls.insert(service, ready);
