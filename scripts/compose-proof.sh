@@ -96,6 +96,8 @@ export NOTIFICATION_OPS_PORTS=${PROOF_NOTIFICATION_OPS_PORTS:-29096-29099}
 # signups need a budget of more than the default burst of 10.
 export RATE_LIMIT_PER_SECOND=${PROOF_RATE_LIMIT_PER_SECOND:-100}
 export RATE_LIMIT_BURST=${PROOF_RATE_LIMIT_BURST:-200}
+# The e2e suite's fifty concurrent signups must not be shed by the bounded hashing queue.
+export HASH_QUEUE_CAPACITY=${PROOF_HASH_QUEUE_CAPACITY:-64}
 
 AUTH_URL="http://127.0.0.1:$HTTP_PORT"
 AUTH_OPS_URL="http://127.0.0.1:$AUTH_OPS_PORT"
