@@ -90,7 +90,7 @@ pub fn init(format: LogFormat, filter: &str, service: &str) -> Telemetry {
                 .with_filter(LevelFilter::INFO);
             let registry = tracing_subscriber::registry().with(spans);
             match format {
-                LogFormat::Pretty => registry.with(fmt::layer().with_filter(filter)).try_init(),
+                LogFormat::Pretty => registry.with(pretty_layer().with_filter(filter)).try_init(),
                 LogFormat::Json => registry.with(json_layer().with_filter(filter)).try_init(),
             }
         }
@@ -98,7 +98,7 @@ pub fn init(format: LogFormat, filter: &str, service: &str) -> Telemetry {
         None => {
             let registry = tracing_subscriber::registry().with(filter);
             match format {
-                LogFormat::Pretty => registry.with(fmt::layer()).try_init(),
+                LogFormat::Pretty => registry.with(pretty_layer()).try_init(),
                 LogFormat::Json => registry.with(json_layer()).try_init(),
             }
         }
@@ -118,6 +118,24 @@ pub fn init(format: LogFormat, filter: &str, service: &str) -> Telemetry {
         }
     }
     Telemetry { provider }
+}
+
+/// Human-readable lines, coloured only on a terminal: a service's output piped to a file, a
+/// container log or a collector gets no escape codes, and no span pays for colouring its fields
+/// (the fmt layer formats a span's fields when the span is created, once per message).
+/// `NO_COLOR` (any non-empty value) turns colours off on a terminal too.
+fn pretty_layer<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    use std::io::IsTerminal as _;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    fmt::layer().with_ansi(colours(std::io::stdout().is_terminal(), no_color))
+}
+
+/// Whether log lines are coloured: on a terminal, unless `NO_COLOR` asks otherwise.
+fn colours(terminal: bool, no_color: bool) -> bool {
+    terminal && !no_color
 }
 
 fn json_layer<S>() -> impl tracing_subscriber::Layer<S>
@@ -180,6 +198,14 @@ fn tracer_provider(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colours(true, false));
+        assert!(!colours(false, false), "piped output must carry no escape codes");
+        assert!(!colours(true, true), "NO_COLOR turns colours off on a terminal");
+        assert!(!colours(false, true));
+    }
 
     fn settings(vars: &[(&str, &str)]) -> Option<ExportSettings> {
         export_settings(&|name| vars.iter().find(|(var, _)| *var == name).map(|(_, value)| (*value).to_owned()))
