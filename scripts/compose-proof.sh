@@ -8,14 +8,19 @@
 #   3. Local stand-ins of the official infrastructure images, FROM local/debian:bookworm:
 #      local/rabbitmq:3.13-management, local/postgres:16, local/mailpit:latest (docker/standins).
 #   4. The three services: cargo build --release on the host, images built by compose with the
-#      Dockerfile's `prebuilt` target (docker/compose.local.yml).
-#   5. The REAL docker-compose.yml plus docker/compose.local.yml (which only swaps images):
+#      Dockerfile's `prebuilt` target (docker/compose.local.yml). The Jaeger stand-in
+#      local/jaeger:otlp-sink (docker/standins/jaeger): the test kit's OTLP receiver as a binary
+#      (cargo build -p tests --bin otlp-sink) with a subset of Jaeger's query API.
+#   5. The REAL docker-compose.yml plus docker/compose.local.yml (which only swaps images), with
+#      the observability profile (Jaeger) and OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4318:
 #      with no .env (and .env.example proven equal to the defaults), up, every container
 #      healthy, smoke flow over the published ports (signup, login, GET /users/{id}, the welcome
 #      mail in the mail catcher, the ops ports), the secure defaults (the token is signed with
 #      the generated key, not the source's development key; no guest user, one limited broker
 #      user per service; one Postgres role per service owning its database, no superuser; the
-#      broker's message size limit), the e2e suite if
+#      broker's message size limit), one signup's trace read back from Jaeger's query API (one
+#      trace id, spans of the three services linked request -> relay publish -> both consumers),
+#      the e2e suite if
 #      tests/tests/e2e exists, then --scale user-service=3 --scale notification-service=2 and
 #      several signups with one mail each, then down (volumes kept) and up: data kept.
 #   6. The test kit's testcontainers path (cargo test -p tests --test kit_infra with the
@@ -33,7 +38,7 @@
 # a steady rate while ONE node (the one most service links use) is stopped and started again:
 # every signup accepted, and mailed exactly once, also those made during the outage.
 #
-# Usage: scripts/compose-proof.sh [--infra-only] [--cluster] [--keep] [--skip-e2e] [--skip-kit] [--source-build]
+# Usage: scripts/compose-proof.sh [--infra-only] [--cluster] [--keep] [--skip-e2e] [--skip-kit] [--skip-traces] [--source-build]
 #   --infra-only    phases 1-3, then only rabbitmq, postgres and mailpit: up, healthy, checked, down
 #   --cluster       the cluster variant (above); PROOF_CLUSTER_RATE (signups/s, 5),
 #                   PROOF_CLUSTER_OUTAGE (seconds the node stays down, 30),
@@ -41,6 +46,7 @@
 #   --keep          leave the stack (and dockerd) running at the end
 #   --skip-e2e      do not run the e2e suite against the stack
 #   --skip-kit      do not run the test kit's testcontainers path
+#   --skip-traces   no Jaeger: neither its stand-in nor the observability profile nor the trace check
 #   --source-build  also phase 7 (compiles the services once more, inside Docker: minutes)
 #
 # Needs root (apt-get, dockerd). The host's own RabbitMQ and Postgres are never touched: every
@@ -50,7 +56,7 @@ set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-INFRA_ONLY=0 CLUSTER=0 KEEP=0 SKIP_E2E=0 SKIP_KIT=0 SOURCE_BUILD=0
+INFRA_ONLY=0 CLUSTER=0 KEEP=0 SKIP_E2E=0 SKIP_KIT=0 SKIP_TRACES=0 SOURCE_BUILD=0
 for arg in "$@"; do
   case "$arg" in
     --infra-only) INFRA_ONLY=1 ;;
@@ -58,6 +64,7 @@ for arg in "$@"; do
     --keep) KEEP=1 ;;
     --skip-e2e) SKIP_E2E=1 ;;
     --skip-kit) SKIP_KIT=1 ;;
+    --skip-traces) SKIP_TRACES=1 ;;
     --source-build) SOURCE_BUILD=1 ;;
     -h | --help) sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $arg (see --help)" >&2; exit 2 ;;
@@ -76,6 +83,12 @@ export LOCAL_POSTGRES_IMAGE=${LOCAL_POSTGRES_IMAGE:-local/postgres:16}
 export LOCAL_MAILPIT_IMAGE=${LOCAL_MAILPIT_IMAGE:-local/mailpit:latest}
 export PREBUILT_CONTEXT=${PREBUILT_CONTEXT:-target/docker-context}
 LOCAL_RUST_IMAGE=${LOCAL_RUST_IMAGE:-local/rust:1.95-bookworm}
+export LOCAL_JAEGER_IMAGE=${LOCAL_JAEGER_IMAGE:-local/jaeger:otlp-sink}
+# Traces: the base stack runs with the observability profile (the jaeger service, on its
+# stand-in) and the services exporting to it; not the infrastructure-only or cluster runs.
+OBSERVABILITY=1
+if [ "$INFRA_ONLY" = 1 ] || [ "$CLUSTER" = 1 ] || [ "$SKIP_TRACES" = 1 ]; then OBSERVABILITY=0; fi
+OTLP_ENDPOINT=http://jaeger:4318
 
 # Host ports of the stack: away from the host's own services (RabbitMQ 5672 and its
 # distribution port 25672, Postgres 5432) and below the usual ephemeral range.
@@ -91,6 +104,7 @@ export AMQP_PORT_3=${PROOF_AMQP_PORT_3:-25685}
 export AUTH_OPS_PORT=${PROOF_AUTH_OPS_PORT:-29090}
 export USER_OPS_PORTS=${PROOF_USER_OPS_PORTS:-29091-29095}
 export NOTIFICATION_OPS_PORTS=${PROOF_NOTIFICATION_OPS_PORTS:-29096-29099}
+export JAEGER_UI_PORT=${PROOF_JAEGER_UI_PORT:-26686}
 # auth-service limits /auth/* per client IP, and through a published port every request of
 # this machine comes from one address (Docker's proxy): the e2e suite's fifty concurrent
 # signups need a budget of more than the default burst of 10.
@@ -102,6 +116,7 @@ export HASH_QUEUE_CAPACITY=${PROOF_HASH_QUEUE_CAPACITY:-64}
 AUTH_URL="http://127.0.0.1:$HTTP_PORT"
 AUTH_OPS_URL="http://127.0.0.1:$AUTH_OPS_PORT"
 MAILPIT_URL="http://127.0.0.1:$MAILPIT_UI_PORT"
+JAEGER_URL="http://127.0.0.1:$JAEGER_UI_PORT"
 # The stack's credentials are generated on its first start (docker/secrets-init.sh): these
 # are read from its containers once it is up (stack_credentials).
 HOST_AMQP_URL="" HOST_POSTGRES_URL="" RABBITMQ_ADMIN_PASSWORD=""
@@ -197,15 +212,19 @@ ENV_FILE=/dev/null
 compose() {
   # PROOF_JWT_SECRET, when set, hands auth-service an explicit token key instead of the
   # generated one.
-  local key=()
-  [ -z "${PROOF_JWT_SECRET:-}" ] || key=("JWT_SECRET=$PROOF_JWT_SECRET")
+  local vars=() profile=()
+  [ -z "${PROOF_JWT_SECRET:-}" ] || vars=("JWT_SECRET=$PROOF_JWT_SECRET")
+  # With the observability profile on every command (also `down`, which would otherwise leave
+  # the jaeger container), and the services pointed at it.
+  [ "$OBSERVABILITY" = 0 ] || { vars+=("OTEL_EXPORTER_OTLP_ENDPOINT=$OTLP_ENDPOINT"); profile=(--profile observability); }
   env -u AMQP_URL -u DATABASE_URL -u HTTP_ADDR -u OPS_ADDR -u JWT_SECRET -u APP_ENV \
     -u AUTH_AMQP_URL -u USERS_AMQP_URL -u NOTIFICATIONS_AMQP_URL -u CLUSTER_AMQP_URL \
     -u AUTH_DATABASE_URL -u USERS_DATABASE_URL -u NOTIFICATIONS_DATABASE_URL -u POSTGRES_PASSWORD \
     -u RPC_TIMEOUT_MS -u USER_QUEUE -u USER_EVENTS_QUEUE -u NOTIFICATION_QUEUE \
-    -u EVENTS_EXCHANGE -u SMTP_URL -u MAIL_FROM -u LOG_FORMAT -u RUST_LOG "${key[@]}" \
+    -u EVENTS_EXCHANGE -u SMTP_URL -u MAIL_FROM -u LOG_FORMAT -u RUST_LOG -u OTEL_EXPORTER_OTLP_ENDPOINT \
+    -u OTEL_SERVICE_NAME "${vars[@]}" \
     docker compose -p "$PROJECT" --env-file "$ENV_FILE" \
-    "${COMPOSE_FILES[@]}" "$@"
+    "${COMPOSE_FILES[@]}" "${profile[@]}" "$@"
 }
 
 # Reads the generated credentials the proof itself needs from the running stack: the broker
@@ -455,6 +474,109 @@ check_mails() {
   : >"$TMP/users.txt"
 }
 
+# Waits until Jaeger's query API answers on the published port (the official image has no
+# health check, nor has its stand-in).
+wait_jaeger() {
+  local deadline=$(( $(date +%s) + HEALTH_DEADLINE )) code
+  while :; do
+    code=$(http "$TMP/services.json" "$JAEGER_URL/api/services")
+    [ "$code" = 200 ] && break
+    [ "$(date +%s)" -lt "$deadline" ] || die "Jaeger's query API on $JAEGER_URL: HTTP $code after ${HEALTH_DEADLINE}s"
+    sleep 1
+  done
+  note "jaeger ($LOCAL_JAEGER_IMAGE): GET /api/services 200 on $JAEGER_URL"
+}
+
+# The trace of one signup, read back from Jaeger's query API (`GET /api/traces/{id}`, the shape
+# the real Jaeger answers too). The signup carries a traceparent of the proof's own, so its
+# trace id is known; the check mirrors tests/tests/traces.rs: one span each of auth-service's
+# request (server, the caller's span its parent), its relay's publish to the events exchange
+# (producer, child of the request through the outbox row), user-service's and
+# notification-service's processing (consumers, children of the publish through the message's
+# traceparent, same message id) and below them the INSERT and the SMTP send.
+TRACE_SPANS='.data[0] as $t | [$t.spans[] | {
+  service: $t.processes[.processID].serviceName, name: .operationName, id: .spanID,
+  parent: ([.references[]? | select(.refType == "CHILD_OF") | .spanID][0] // ""),
+  kind: ([.tags[]? | select(.key == "span.kind") | .value][0] // ""),
+  tags: (reduce (.tags[]?) as $tag ({}; .[$tag.key] = ($tag.value | tostring)))
+}]'
+TRACE_CHECK='
+def one($s; $n): [.[] | select(.service == $s and .name == $n)];
+def need($l; $what): if ($l | length) == 1 then empty else "\($l | length) spans \($what), expected one" end;
+def kind($l; $k; $what): if ($l | length) == 1 and $l[0].kind != $k then "\($what) has kind \($l[0].kind | @json), expected \($k)" else empty end;
+def child($c; $p; $what): if ($c | length) == 1 and ($p | length) == 1 and $c[0].parent != $p[0].id
+  then "\($what): parent span \($c[0].parent | @json), expected \($p[0].id)" else empty end;
+def tag($l; $key; $value; $what): if ($l | length) == 1 and $l[0].tags[$key] != $value
+  then "\($what): \($key) = \($l[0].tags[$key] | @json), expected \($value | @json)" else empty end;
+one("auth-service"; "POST /auth/signup") as $req
+| one("auth-service"; "send \($exchange)") as $pub
+| one("user-service"; "process \($events)") as $users
+| one("notification-service"; "process \($mails)") as $mail
+| one("user-service"; "INSERT users") as $insert
+| one("notification-service"; "smtp send") as $smtp
+| need($req; "auth-service \"POST /auth/signup\""), need($pub; "auth-service \"send \($exchange)\""),
+  need($users; "user-service \"process \($events)\""), need($mail; "notification-service \"process \($mails)\""),
+  need($insert; "user-service \"INSERT users\""), need($smtp; "notification-service \"smtp send\""),
+  kind($req; "server"; "the request"), kind($pub; "producer"; "the publish"),
+  kind($users; "consumer"; "user-service processing"), kind($mail; "consumer"; "notification-service processing"),
+  (if ($req | length) == 1 and $req[0].parent != $caller
+    then "the request span has parent \($req[0].parent | @json), not the caller traceparent span \($caller)" else empty end),
+  child($pub; $req; "the relay publish is not the child of the request (outbox row)"),
+  child($users; $pub; "user-service processing is not the child of the publish (traceparent)"),
+  child($mail; $pub; "notification-service processing is not the child of the publish (traceparent)"),
+  child($insert; $users; "the INSERT is not the child of user-service processing"),
+  child($smtp; $mail; "the SMTP send is not the child of notification-service processing"),
+  tag($pub; "messaging.system"; "rabbitmq"; "the publish"), tag($pub; "messaging.destination.name"; $exchange; "the publish"),
+  tag($pub; "messaging.rabbitmq.destination.routing_key"; "user.created"; "the publish"),
+  tag($users; "messaging.destination.name"; $events; "user-service processing"),
+  tag($mail; "messaging.destination.name"; $mails; "notification-service processing"),
+  (if ($pub | length) == 1 then
+     tag($users; "messaging.message.id"; $pub[0].tags["messaging.message.id"]; "user-service processing"),
+     tag($mail; "messaging.message.id"; $pub[0].tags["messaging.message.id"]; "notification-service processing")
+   else empty end)'
+check_trace() {
+  local ids trace_id caller email code deadline count problems
+  ids=$(python3 -c 'import secrets; print("%032x %016x" % (secrets.randbits(128) | 1 << 127, secrets.randbits(64) | 1 << 63))')
+  read -r trace_id caller <<<"$ids"
+  email="proof-trace-$(date +%s%N)@example.com"
+  code=$(http "$TMP/signup.json" -X POST "$AUTH_URL/auth/signup" -H 'content-type: application/json' \
+    -H "traceparent: 00-$trace_id-$caller-01" \
+    -d "$(jq -nc --arg e "$email" '{email:$e,password:"correct horse battery traced",name:"Proof traced"}')")
+  [ "$code" = 201 ] || die "signup of $email: HTTP $code $(head -c 400 "$TMP/signup.json")"
+  note "$email: signup 201 with traceparent 00-$trace_id-$caller-01"
+  local trace_args=(--arg caller "$caller" --arg exchange events --arg events user_events_queue --arg mails notification_queue)
+  deadline=$(( $(date +%s) + FLOW_DEADLINE ))
+  while :; do
+    code=$(http "$TMP/trace.json" "$JAEGER_URL/api/traces/$trace_id")
+    if [ "$code" = 200 ] && jq "$TRACE_SPANS" "$TMP/trace.json" >"$TMP/spans.json" 2>/dev/null; then
+      # Complete once each of the six spans is there (the exporters send in batches).
+      count=$(jq -r "${trace_args[@]}" '[
+        (.[] | select(.service == "auth-service" and (.name == "POST /auth/signup" or .name == "send \($exchange)"))),
+        (.[] | select(.service == "user-service" and (.name == "process \($events)" or .name == "INSERT users"))),
+        (.[] | select(.service == "notification-service" and (.name == "process \($mails)" or .name == "smtp send")))
+      ] | map(.service + .name) | unique | length' "$TMP/spans.json")
+      [ "$count" = 6 ] && break
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      note "spans of the trace so far: $(jq -c '[.[] | [.service, .name, .kind, .id, .parent]]' "$TMP/spans.json" 2>/dev/null || head -c 400 "$TMP/trace.json")"
+      note "services Jaeger knows: $(curl -sS --max-time 10 "$JAEGER_URL/api/services" | jq -c '.data' 2>/dev/null || echo '?')"
+      die "the trace $trace_id of the signup is not complete in Jaeger after ${FLOW_DEADLINE}s (GET /api/traces/$trace_id: HTTP $code)"
+    fi
+    sleep 1
+  done
+  problems=$(jq -r "${trace_args[@]}" "$TRACE_CHECK" "$TMP/spans.json") || die "the trace check (jq) failed on $TMP/spans.json"
+  if [ -n "$problems" ]; then
+    note "spans: $(jq -c '[.[] | [.service, .name, .kind, .id, .parent]]' "$TMP/spans.json")"
+    die "the signup's trace $trace_id: $(tr '\n' ';' <<<"$problems")"
+  fi
+  note "trace $trace_id: $(jq length "$TMP/spans.json") spans from $(jq -r '[.[].service] | unique | join(", ")' "$TMP/spans.json")"
+  jq -r '(map({key: .id, value: .}) | from_entries) as $by
+    | .[] | .parent as $parent
+    | "\(.service) \(.name | @json) (\(.kind)) span \(.id) <- \($by[$parent] | if . then "\(.service) \(.name | @json)" else "\($parent), outside the trace" end)"' \
+    "$TMP/spans.json" | sed 's/^/      /'
+  note "parent links: request <- caller traceparent; publish <- request; both consumers <- publish; INSERT, smtp send <- their consumer"
+}
+
 # ==== 1. Docker and Compose v2 =======================================================================
 phase_begin "1. Docker (Debian's docker.io) and Compose v2 (Debian trixie's docker-compose)"
 [ "$(id -u)" = 0 ] || die "run as root (apt-get, dockerd)"
@@ -504,6 +626,7 @@ compose_is_v2 || die "docker compose is not v2: $(docker compose version 2>&1)"
 note "$(docker compose version)"
 ports=("$HTTP_PORT" "$AUTH_OPS_PORT" "$AMQP_PORT" "$RABBITMQ_UI_PORT" "$POSTGRES_PORT" "$MAILPIT_UI_PORT" "$MAILPIT_SMTP_PORT")
 [ "$CLUSTER" = 1 ] && ports+=("$AMQP_PORT_2" "$AMQP_PORT_3")
+[ "$OBSERVABILITY" = 1 ] && ports+=("$JAEGER_UI_PORT")
 for port in "${ports[@]}"; do
   port_free "$port" || die "host port $port is in use; set the PROOF_*_PORT variables (see the script)"
 done
@@ -598,6 +721,23 @@ for service in "${SERVICES[@]}"; do
 done
 phase_end
 
+if [ "$OBSERVABILITY" = 1 ]; then
+  phase_begin "4c. Jaeger stand-in $LOCAL_JAEGER_IMAGE: otlp-sink (cargo build -p tests --bin otlp-sink)"
+  # The debug profile: the test kit's dependencies are usually built for it already.
+  cargo build -p tests --bin otlp-sink 2>"$TMP/cargo-sink.log" ||
+    { tail -n 40 "$TMP/cargo-sink.log" >&2; die "cargo build of otlp-sink failed"; }
+  sink_context="$CACHE_DIR/jaeger-context"
+  rm -rf "$sink_context"
+  mkdir -p "$sink_context"
+  objcopy --strip-debug target/debug/otlp-sink "$sink_context/otlp-sink"
+  env "${build_env[@]}" docker build -q -f docker/standins/jaeger/Dockerfile \
+    --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$LOCAL_JAEGER_IMAGE" "$sink_context" >"$CACHE_DIR/build-jaeger.log" 2>&1 ||
+    { tail -n 30 "$CACHE_DIR/build-jaeger.log" >&2; die "building $LOCAL_JAEGER_IMAGE failed"; }
+  note "$LOCAL_JAEGER_IMAGE: otlp-sink $(du -h "$sink_context/otlp-sink" | cut -f1), $(docker image inspect "$LOCAL_JAEGER_IMAGE" --format '{{.Size}}') bytes"
+  rm -rf "$sink_context"
+  phase_end
+fi
+
 # ==== cluster: the cluster variant instead of 5-7 =======================================================
 if [ "$CLUSTER" = 1 ]; then
   # shellcheck source=scripts/compose-proof-cluster.sh
@@ -620,6 +760,7 @@ begin=$(now)
 compose up -d >"$TMP/up.log" 2>&1 || { cat "$TMP/up.log" >&2; die "compose up failed"; }
 note "compose up -d returned after $(seconds "$begin" "$(now)") s"
 wait_healthy rabbitmq=1 postgres=1 mailpit=1 auth-service=1 user-service=1 notification-service=1
+[ "$OBSERVABILITY" = 0 ] || wait_jaeger
 init_state=$(container_states | awk '$1 == "secrets-init" { print $2 }')
 note "secrets-init: $init_state; $(compose logs --no-color secrets-init 2>&1 | grep -c 'generated') credentials generated"
 stack_credentials
@@ -637,6 +778,14 @@ phase_end
 phase_begin "5b2. secure defaults: token key, broker users, database roles, message size limit"
 check_security "$(jq -r '.accessToken // .access_token // .token' "$TMP/login.json")"
 phase_end
+
+if [ "$OBSERVABILITY" = 1 ]; then
+  phase_begin "5b3. one signup is one trace across the three services (Jaeger's query API, OTLP from the services)"
+  check_trace
+  phase_end
+else
+  PHASE_NAMES+=("5b3. traces") PHASE_TIMES+=("-") PHASE_RESULTS+=("skipped (--skip-traces)")
+fi
 
 if [ "$SKIP_E2E" = 0 ] && { [ -e tests/tests/e2e.rs ] || [ -d tests/tests/e2e ]; }; then
   phase_begin "5c. end-to-end suite against the stack (cargo test -p tests --test e2e)"

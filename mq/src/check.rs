@@ -105,12 +105,14 @@ pub async fn run(broker: &BrokerSettings, management_url: Option<&str>) -> Resul
         queues.push(state);
         findings.extend(finding);
     }
-    findings.extend(check_exchange(connection, &expected.exchange).await?);
+    let exchange_finding = check_exchange(connection, &expected.exchange).await?;
+    let exchange_exists = exchange_finding.as_ref().is_none_or(|finding| finding.kind != "missing-exchange");
+    findings.extend(exchange_finding);
     let _ = connection.close(200, "done".into()).await;
     let bindings = match management_url {
         Some(url) => {
             let vhost = vhost_of(broker);
-            let found = check_bindings(url, &vhost, &expected.bindings).await?;
+            let found = check_bindings(url, &vhost, &expected.bindings, exchange_exists).await?;
             findings.extend(found);
             json!({"checked": true, "expected": expected.bindings.len()})
         }
@@ -217,10 +219,21 @@ struct ManagementBinding {
 }
 
 /// Reads the events exchange's bindings from the management API and reports the missing ones.
-async fn check_bindings(url: &str, vhost: &str, expected: &[DeclaredBinding]) -> Result<Vec<Finding>, MqError> {
+/// `exchange_exists` is what AMQP found: the API not knowing (404) an exchange the broker has
+/// means the URL is not this broker's management API (or not one at all), an error rather
+/// than drift; so is any other answer but a list of bindings.
+async fn check_bindings(
+    url: &str,
+    vhost: &str,
+    expected: &[DeclaredBinding],
+    exchange_exists: bool,
+) -> Result<Vec<Finding>, MqError> {
     let Some(first) = expected.first() else { return Ok(Vec::new()) };
     let fail = |reason: String| MqError::Management { url: redacted(url), reason };
-    let mut base = reqwest::Url::parse(url).map_err(|error| fail(error.to_string()))?;
+    let mut base = reqwest::Url::parse(url).map_err(|error| fail(format!("not a URL: {error}")))?;
+    if !matches!(base.scheme(), "http" | "https") {
+        return Err(fail(format!("not an http(s) URL (scheme {:?})", base.scheme())));
+    }
     let (user, password) = (base.username().to_owned(), base.password().map(str::to_owned));
     let _ = base.set_username("");
     let _ = base.set_password(None);
@@ -232,19 +245,35 @@ async fn check_bindings(url: &str, vhost: &str, expected: &[DeclaredBinding]) ->
         "bindings",
         "source",
     ]);
-    let client =
-        reqwest::Client::builder().timeout(MANAGEMENT_TIMEOUT).build().map_err(|error| fail(error.to_string()))?;
+    let client = reqwest::Client::builder().timeout(MANAGEMENT_TIMEOUT).build().map_err(|error| fail(chain(&error)))?;
     let mut request = client.get(base);
     if !user.is_empty() {
         request = request.basic_auth(user, password);
     }
-    let response = request.send().await.map_err(|error| fail(error.to_string()))?;
-    if response.status() == reqwest::StatusCode::NOT_FOUND {
+    let response = request.send().await.map_err(|error| fail(chain(&error)))?;
+    let status = response.status();
+    if status == reqwest::StatusCode::NOT_FOUND && !exchange_exists {
         // No such exchange: every binding is missing (the exchange itself is reported apart).
         return Ok(expected.iter().map(missing_binding).collect());
     }
-    let response = response.error_for_status().map_err(|error| fail(error.to_string()))?;
-    let bindings: Vec<ManagementBinding> = response.json().await.map_err(|error| fail(error.to_string()))?;
+    if matches!(status, reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN) {
+        return Err(fail(format!(
+            "the credentials were refused (HTTP {status}): check the user and password in the URL"
+        )));
+    }
+    if !status.is_success() {
+        // Not the root of this broker's management API (RabbitMQ 3.10 answers 400 for the API
+        // under another path prefix; for an exchange it does not have it lists no bindings).
+        return Err(fail(format!(
+            "HTTP {status} for the bindings of exchange {:?} in vhost {vhost:?}: is the URL the management \
+             API's root of this broker (http://user:password@host:15672)?",
+            first.exchange
+        )));
+    }
+    let bindings: Vec<ManagementBinding> = response
+        .json()
+        .await
+        .map_err(|error| fail(format!("not a list of bindings from the management API: {}", chain(&error))))?;
     Ok(expected
         .iter()
         .filter(|wanted| {
@@ -264,6 +293,22 @@ fn missing_binding(binding: &DeclaredBinding) -> Finding {
         &binding.queue,
         format!("not bound to exchange {:?} for {:?}", binding.exchange, binding.routing_key),
     )
+}
+
+/// An error with its causes (`error sending request: client error (Connect): tcp connect error:
+/// Connection refused`): reqwest's own message names none of them.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The URL without its password, for error messages.

@@ -6,8 +6,11 @@
 //! (`RABBITMQ_ALLOW_INPUT`): the child's pid is the VM's own, and when the test process ends
 //! in any way the pipe closes and the VM halts. It does not read the machine's
 //! `rabbitmq-env.conf` or `rabbitmq.conf` and enables no plugins (no management API: queues
-//! are inspected with `rabbitmqctl`). The scripts are found in `/usr/lib/rabbitmq/bin`
-//! (Debian's, which do not switch to the `rabbitmq` user) or on `PATH`.
+//! are inspected with `rabbitmqctl`), unless started with
+//! [`LocalRabbit::start_with_management`]: then `rabbitmq_management` (installed with the
+//! server, enabled for this node only) listens on a free port of 127.0.0.1 as well. The scripts
+//! are found in `/usr/lib/rabbitmq/bin` (Debian's, which do not switch to the `rabbitmq` user)
+//! or on `PATH`.
 
 use std::{
     path::{Path, PathBuf},
@@ -17,7 +20,11 @@ use std::{
 
 use lapin::{Connection, ConnectionProperties};
 use serde::Deserialize;
-use tokio::process::Command;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+    process::Command,
+};
 
 use crate::process::{OsProcess, ScratchDir, free_port};
 
@@ -54,6 +61,8 @@ pub struct LocalRabbit {
     cookie: String,
     amqp_port: u16,
     dist_port: u16,
+    /// The management API's port, when the plugin is enabled.
+    management_port: Option<u16>,
     scripts: PathBuf,
     dir: ScratchDir,
 }
@@ -65,6 +74,19 @@ impl LocalRabbit {
     /// # Panics
     /// When RabbitMQ is not installed or does not start; the message carries its output.
     pub async fn start() -> LocalRabbit {
+        LocalRabbit::start_node(false).await
+    }
+
+    /// Like [`LocalRabbit::start`], with the management plugin enabled on a free port of
+    /// 127.0.0.1 ([`LocalRabbit::management_url`]); waits until its API answers as well.
+    ///
+    /// # Panics
+    /// When RabbitMQ or its management plugin is not installed, or the node does not start.
+    pub async fn start_with_management() -> LocalRabbit {
+        LocalRabbit::start_node(true).await
+    }
+
+    async fn start_node(management: bool) -> LocalRabbit {
         let scripts = scripts_dir();
         let dir = ScratchDir::new("local_rabbit");
         let cookie = crate::unique("cookie");
@@ -76,15 +98,21 @@ impl LocalRabbit {
         std::fs::create_dir_all(dir.path().join("home")).expect("create the node's home");
         write("home/.erlang.cookie", &cookie);
         set_owner_only(&dir.path().join("home/.erlang.cookie"));
-        write("rabbitmq.conf", &format!("listeners.tcp.local = 127.0.0.1:{amqp_port}\n"));
+        let management_port = management.then(free_port);
+        let mut config = format!("listeners.tcp.local = 127.0.0.1:{amqp_port}\n");
+        if let Some(port) = management_port {
+            config.push_str(&format!("management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {port}\n"));
+        }
+        write("rabbitmq.conf", &config);
         write("rabbitmq-env.conf", "");
-        write("enabled_plugins", "[].\n");
+        write("enabled_plugins", if management { "[rabbitmq_management].\n" } else { "[].\n" });
         let mut rabbit = LocalRabbit {
             server: None,
             node: format!("{}@localhost", crate::unique("fault")),
             cookie,
             amqp_port,
             dist_port: free_port(),
+            management_port,
             scripts,
             dir,
         };
@@ -95,6 +123,12 @@ impl LocalRabbit {
     /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
+    }
+
+    /// `http://guest:guest@127.0.0.1:<port>`: the management API, when the node was started
+    /// with it ([`LocalRabbit::start_with_management`]).
+    pub fn management_url(&self) -> Option<String> {
+        self.management_port.map(|port| format!("http://guest:guest@127.0.0.1:{port}"))
     }
 
     /// The Erlang node name, e.g. `fault_1a2b3c4d5e6f@localhost`.
@@ -207,7 +241,8 @@ impl LocalRabbit {
             .env("ERL_EPMD_ADDRESS", "127.0.0.1");
     }
 
-    /// Waits until the node accepts AMQP connections.
+    /// Waits until the node accepts AMQP connections (and its management API answers, when
+    /// enabled: the plugin starts after the AMQP listener).
     ///
     /// # Panics
     /// When it is not running, exits, or does not accept within 60 s; the message carries
@@ -217,19 +252,41 @@ impl LocalRabbit {
         loop {
             if let Ok(connection) = Connection::connect(&self.url(), ConnectionProperties::default()).await {
                 let _closed = connection.close(200, "ready".into()).await;
-                return;
+                if self.management_answers().await {
+                    return;
+                }
             }
             let exited = self.server.as_mut().map(OsProcess::exited);
             if !matches!(exited, Some(None)) || tokio::time::Instant::now() >= deadline {
                 panic!(
-                    "local RabbitMQ {} not accepting on port {} (exit: {exited:?}):\n{}",
+                    "local RabbitMQ {} not accepting on port {} (management: {:?}; exit: {exited:?}):\n{}",
                     self.node,
                     self.amqp_port,
+                    self.management_port,
                     self.log_tail()
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+impl LocalRabbit {
+    /// Whether the management API answers `GET /api/overview` with 200 (true without the
+    /// plugin). Plain HTTP/1.0 over TCP: the kit needs no HTTP client for this one request.
+    async fn management_answers(&self) -> bool {
+        let Some(port) = self.management_port else { return true };
+        let ask = async {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+            // guest:guest in Base64.
+            let request =
+                "GET /api/overview HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\r\n";
+            stream.write_all(request.as_bytes()).await?;
+            let mut head = [0_u8; 12];
+            stream.read_exact(&mut head).await?;
+            Ok::<bool, std::io::Error>(head.ends_with(b" 200"))
+        };
+        matches!(tokio::time::timeout(Duration::from_secs(5), ask).await, Ok(Ok(true)))
     }
 }
 

@@ -10,9 +10,13 @@
 //!
 //! It answers like a collector: 200 with an `ExportTraceServiceResponse` for a body it
 //! decodes, 400 for one it cannot, 415 for anything but protobuf, 404 for other paths.
+//!
+//! The pieces are public for the `otlp-sink` binary (the compose proof's stand-in for Jaeger):
+//! a [`SpanStore`] bounded to a number of spans (the oldest are dropped first) and the
+//! [`router`] that fills it, which the binary serves on an address of its own.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
@@ -49,6 +53,9 @@ pub struct ReceivedSpan {
     pub links: Vec<String>,
     /// Whether its status is `Error`.
     pub error: bool,
+    /// Start and end, nanoseconds since the Unix epoch.
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
 }
 
 impl ReceivedSpan {
@@ -58,17 +65,71 @@ impl ReceivedSpan {
     }
 }
 
-/// The receiver; stops when dropped.
-pub struct OtlpReceiver {
-    addr: SocketAddr,
+/// How many spans a receiver keeps by default: far more than a test or a proof produces, and a
+/// bound on the memory of a sink left running (a span takes well under a kilobyte here).
+pub const DEFAULT_CAPACITY: usize = 100_000;
+
+/// The spans received so far, shared by the receiving router and whoever reads them. Keeps at
+/// most its capacity, dropping the oldest spans first.
+#[derive(Clone)]
+pub struct SpanStore {
     received: Arc<Mutex<Received>>,
-    task: JoinHandle<()>,
+    capacity: usize,
 }
 
 #[derive(Default)]
 struct Received {
-    spans: Vec<ReceivedSpan>,
+    spans: VecDeque<ReceivedSpan>,
     exports: usize,
+    dropped: u64,
+}
+
+impl SpanStore {
+    /// An empty store keeping at most `capacity` spans (at least one).
+    pub fn new(capacity: usize) -> SpanStore {
+        SpanStore { received: Arc::default(), capacity: capacity.max(1) }
+    }
+
+    /// Every span kept, in arrival order.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.lock().spans.iter().cloned().collect()
+    }
+
+    /// How many export requests were decoded.
+    pub fn exports(&self) -> usize {
+        self.lock().exports
+    }
+
+    /// How many spans were dropped to stay within the capacity.
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+
+    fn record(&self, spans: Vec<ReceivedSpan>) {
+        let mut received = self.lock();
+        received.spans.extend(spans);
+        let excess = received.spans.len().saturating_sub(self.capacity);
+        received.spans.drain(..excess);
+        received.dropped += excess as u64;
+        received.exports += 1;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Received> {
+        // A panic while holding the lock cannot leave the spans half-written: keep going.
+        self.received.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `POST /v1/traces` (OTLP/HTTP, protobuf), storing what it decodes into `store`.
+pub fn router(store: SpanStore) -> Router {
+    Router::new().route("/v1/traces", post(export)).with_state(store)
+}
+
+/// The receiver; stops when dropped.
+pub struct OtlpReceiver {
+    addr: SocketAddr,
+    store: SpanStore,
+    task: JoinHandle<()>,
 }
 
 impl OtlpReceiver {
@@ -77,16 +138,29 @@ impl OtlpReceiver {
     /// # Panics
     /// When no port can be bound.
     pub async fn start() -> OtlpReceiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port for the OTLP receiver");
-        let addr = listener.local_addr().expect("the receiver's address");
-        let received = Arc::new(Mutex::new(Received::default()));
-        let app = Router::new().route("/v1/traces", post(export)).with_state(Arc::clone(&received));
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        OtlpReceiver::bind(any_port, SpanStore::new(DEFAULT_CAPACITY)).await.expect("a free port for the OTLP receiver")
+    }
+
+    /// Listens on `addr` (port 0: a free one), storing into `store`.
+    ///
+    /// # Errors
+    /// When `addr` cannot be bound.
+    pub async fn bind(addr: SocketAddr, store: SpanStore) -> std::io::Result<OtlpReceiver> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let app = router(store.clone());
         let task = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
                 eprintln!("otlp receiver stopped: {error}");
             }
         });
-        OtlpReceiver { addr, received, task }
+        Ok(OtlpReceiver { addr, store, task })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The value for `OTEL_EXPORTER_OTLP_ENDPOINT` (the exporters append `/v1/traces`).
@@ -94,14 +168,19 @@ impl OtlpReceiver {
         format!("http://{}", self.addr)
     }
 
+    /// Where the spans go.
+    pub fn store(&self) -> &SpanStore {
+        &self.store
+    }
+
     /// Every span received so far, in arrival order.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.received.lock().unwrap_or_else(|e| e.into_inner()).spans.clone()
+        self.store.spans()
     }
 
     /// How many export requests were decoded.
     pub fn exports(&self) -> usize {
-        self.received.lock().unwrap_or_else(|e| e.into_inner()).exports
+        self.store.exports()
     }
 }
 
@@ -111,7 +190,7 @@ impl Drop for OtlpReceiver {
     }
 }
 
-async fn export(State(received): State<Arc<Mutex<Received>>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn export(State(store): State<SpanStore>, headers: HeaderMap, body: Bytes) -> Response {
     let content_type = headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or_default();
     if content_type != "application/x-protobuf" {
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("protobuf only, not {content_type:?}")).into_response();
@@ -120,12 +199,7 @@ async fn export(State(received): State<Arc<Mutex<Received>>>, headers: HeaderMap
         Ok(request) => request,
         Err(error) => return (StatusCode::BAD_REQUEST, format!("undecodable: {error}")).into_response(),
     };
-    let spans = flatten(request);
-    {
-        let mut received = received.lock().unwrap_or_else(|e| e.into_inner());
-        received.spans.extend(spans);
-        received.exports += 1;
-    }
+    store.record(flatten(request));
     let reply = ExportTraceServiceResponse { partial_success: None }.encode_to_vec();
     (StatusCode::OK, [(CONTENT_TYPE, "application/x-protobuf")], reply).into_response()
 }
@@ -147,6 +221,8 @@ fn flatten(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
                     links: span.links.iter().map(|link| hex(&link.span_id)).collect(),
                     // opentelemetry.proto.trace.v1.Status.StatusCode: 2 = ERROR.
                     error: span.status.is_some_and(|status| status.code == 2),
+                    start_unix_nano: span.start_time_unix_nano,
+                    end_unix_nano: span.end_time_unix_nano,
                     name: span.name,
                 });
             }
@@ -172,4 +248,35 @@ fn text(value: &AnyValue) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod store {
+    use super::*;
+
+    fn span(id: &str) -> ReceivedSpan {
+        ReceivedSpan {
+            service: "s".to_owned(),
+            trace_id: "t".to_owned(),
+            span_id: id.to_owned(),
+            parent_span_id: String::new(),
+            name: id.to_owned(),
+            kind: SpanKind::Internal,
+            attributes: BTreeMap::new(),
+            links: Vec::new(),
+            error: false,
+            start_unix_nano: 0,
+            end_unix_nano: 0,
+        }
+    }
+
+    #[test]
+    fn the_store_keeps_the_newest_spans_within_its_capacity() {
+        let store = SpanStore::new(2);
+        store.record(vec![span("a"), span("b")]);
+        store.record(vec![span("c")]);
+        let kept: Vec<String> = store.spans().into_iter().map(|span| span.span_id).collect();
+        assert_eq!(kept, ["b", "c"]);
+        assert_eq!((store.exports(), store.dropped()), (2, 1));
+    }
 }
