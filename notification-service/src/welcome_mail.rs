@@ -195,8 +195,14 @@ async fn record_until_it_sticks(app: &AppState, claim: &Claim) -> Recorded {
             }
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(RECORD_BACKOFF_MAX);
+        pause = next_record_pause(pause);
     }
+}
+
+/// The pause before the next attempt to record "sent", after waiting `pause`: twice as long,
+/// up to [`RECORD_BACKOFF_MAX`].
+fn next_record_pause(pause: Duration) -> Duration {
+    (pause * 2).min(RECORD_BACKOFF_MAX)
 }
 
 /// Gives the claim up after a send the SMTP server did not accept. One statement; when it
@@ -206,5 +212,22 @@ async fn record_until_it_sticks(app: &AppState, claim: &Claim) -> Recorded {
 async fn release(app: &AppState, claim: &Claim) {
     if let Err(error) = app.sent_mails().release(claim).await {
         tracing::warn!(event_id = %claim.event_id, error = %shared::error::chain(&error), "releasing a claim failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{iter, time::Duration};
+
+    use super::{RECORD_BACKOFF_MAX, RECORD_BACKOFF_START, next_record_pause};
+
+    #[test]
+    fn recording_sent_backs_off_from_50_ms_doubling_to_5_s_and_stays_there() {
+        let schedule: Vec<Duration> =
+            iter::successors(Some(RECORD_BACKOFF_START), |&pause| Some(next_record_pause(pause))).take(10).collect();
+        let expected: Vec<Duration> =
+            [50, 100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000].into_iter().map(Duration::from_millis).collect();
+        assert_eq!(schedule, expected);
+        assert_eq!(next_record_pause(RECORD_BACKOFF_MAX), RECORD_BACKOFF_MAX);
     }
 }

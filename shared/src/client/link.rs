@@ -195,3 +195,71 @@ impl CurrentLink {
         self.relink.notified()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::{pin::pin, task::Poll, time::Duration};
+
+    use lapin::ConnectionProperties;
+
+    use super::*;
+    use crate::BrokerConfig;
+
+    /// A link on a fresh connection to the test broker.
+    async fn open_link() -> (Link, Arc<Connection>) {
+        let url = ::tests::amqp_url().await;
+        let connection = Arc::new(Connection::connect(&url, ConnectionProperties::default()).await.unwrap());
+        let config = ClientConfig::new(BrokerConfig::new(&url, "link-unit-test"));
+        let (link, _replies) = Link::open(&config, &connection).await.unwrap();
+        (link, connection)
+    }
+
+    #[tokio::test]
+    async fn a_refused_events_channel_is_replaced_once_by_a_fresh_confirming_one_and_closed() {
+        let (link, connection) = open_link().await;
+        let refused = link.events.channel();
+        link.events.renew(&refused).await.unwrap();
+        let fresh = link.events.channel();
+        assert_ne!(fresh.id(), refused.id(), "the refused channel is still the one emits publish on");
+        assert!(fresh.status().connected() && fresh.status().confirm(), "the fresh channel confirms publishes");
+        assert!(!refused.status().connected(), "the refused channel is left open");
+        // Another emit that saw the same refusal finds it replaced already: nothing more happens.
+        link.events.renew(&refused).await.unwrap();
+        assert_eq!(link.events.channel().id(), fresh.id(), "renewed twice for one refusal");
+        connection.close(200, "done".into()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_a_link_a_caller_waits_only_while_failing_over() {
+        let current = CurrentLink::new();
+        let far = Instant::now() + Duration::from_secs(30);
+        // Never connected, not failing over: nothing to wait for.
+        assert!(matches!(futures::poll!(pin!(current.get_or_failover(far))), Poll::Ready(None)));
+
+        // A working link was lost: a caller waits for the next one and gets it.
+        current.set_failing_over(true);
+        let mut waiting = pin!(current.get_or_failover(far));
+        assert!(futures::poll!(waiting.as_mut()).is_pending(), "a caller gave up while failing over");
+        let (link, connection) = open_link().await;
+        current.set(Some((link.clone(), "node-b:5672".to_owned())));
+        current.set_failing_over(false);
+        let got = waiting.await.expect("the caller did not get the next link");
+        assert_eq!(got.rpc.id(), link.rpc.id());
+
+        // Every node refused: the failover ends and a waiting caller gets none at once.
+        current.set(None);
+        current.set_failing_over(true);
+        let mut waiting = pin!(current.get_or_failover(far));
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        current.set_failing_over(false);
+        assert!(matches!(futures::poll!(waiting.as_mut()), Poll::Ready(None)), "still waiting after the failover");
+
+        // A failover that outlasts the caller's deadline: none at the deadline.
+        current.set_failing_over(true);
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert!(current.get_or_failover(soon).await.is_none());
+        connection.close(200, "done".into()).await.unwrap();
+    }
+}

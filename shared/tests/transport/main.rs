@@ -8,6 +8,7 @@ mod cluster_replies;
 mod declarations;
 mod emit_errors;
 mod events;
+mod failover;
 mod limits;
 mod metrics;
 mod nest_interop;
