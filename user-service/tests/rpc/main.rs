@@ -3,9 +3,12 @@
 //! also runs the built binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod binary;
 mod cli;
 mod coalescing;
 mod get_user;
+mod in_flight_shutdown;
+mod message_span;
 mod nest;
 mod ops;
 mod outage;

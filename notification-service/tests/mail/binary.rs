@@ -1,0 +1,109 @@
+//! The built notification-service binary as an OS process (for the tests about the binary:
+//! signals with work in flight, separate processes, its log lines), with its log file, its ops
+//! port and what its `/metrics` says.
+
+use std::{path::PathBuf, process::Stdio};
+
+use shared::{BrokerConfig, CancellationToken, Client, ClientConfig, EmitOptions, contracts::UserCreated};
+use tests::{
+    DEADLINE, ServiceEnv,
+    process::{OsProcess, ScratchDir, free_port},
+};
+
+use crate::support::http_get;
+
+/// The variables a binary takes from the test's env (the rest keep their defaults or come from
+/// the test).
+const FROM_ENV: [&str; 8] = [
+    "AMQP_URL",
+    "DATABASE_URL",
+    "NOTIFICATION_QUEUE",
+    "EVENTS_EXCHANGE",
+    "RETRY_MAX_ATTEMPTS",
+    "RETRY_INITIAL_DELAY_MS",
+    "RETRY_MULTIPLIER",
+    "RETRY_MAX_DELAY_MS",
+];
+
+/// One running notification-service process whose `/readyz` answered 200.
+pub struct Binary {
+    pub process: OsProcess,
+    pub ops: std::net::SocketAddr,
+    pub log: PathBuf,
+    _dir: ScratchDir,
+}
+
+impl Binary {
+    /// Starts the binary with the env's names, database and retry policy, mailing to
+    /// `smtp_url`, plus `extra`; returns once it is ready (database, queue consumed, SMTP).
+    pub async fn start(env: &ServiceEnv, smtp_url: &str, extra: &[(&str, &str)]) -> Binary {
+        let dir = ScratchDir::new("notification-binary");
+        let log = dir.path().join("notification-service.log");
+        let ops: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_notification-service"));
+        command.env_clear().stdin(Stdio::null());
+        for var in FROM_ENV {
+            command.env(var, env.lookup(var).unwrap_or_else(|| panic!("{var} is not set")));
+        }
+        command.env("OPS_ADDR", ops.to_string()).env("SMTP_URL", smtp_url).envs(extra.iter().copied());
+        let process = OsProcess::spawn("notification-service", command, &log).unwrap();
+        let binary = Binary { process, ops, log, _dir: dir };
+        tests::eventually(DEADLINE, || async {
+            match readyz(ops).await {
+                200 => Ok(()),
+                other => Err(format!("{other:?}\n{}", binary.process.log_tail())),
+            }
+        })
+        .await;
+        binary
+    }
+
+    /// `transport_messages_total` of this process for `queue`, kind `event`, pattern
+    /// `user.created` and `outcome`, from its `/metrics`.
+    pub async fn handled(&self, queue: &str, outcome: &str) -> u64 {
+        let (status, body) = http_get(self.ops, "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        let labels = [
+            format!("queue=\"{queue}\""),
+            "kind=\"event\"".to_owned(),
+            "pattern=\"user.created\"".to_owned(),
+            format!("outcome=\"{outcome}\""),
+        ];
+        body.lines()
+            .filter(|line| line.starts_with("transport_messages_total{"))
+            .filter(|line| labels.iter().all(|label| line.contains(label.as_str())))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|value| value as u64)
+            .sum()
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// The status of `GET /readyz`, or 0 when the port does not answer.
+async fn readyz(ops: std::net::SocketAddr) -> u16 {
+    match tokio::net::TcpStream::connect(ops).await {
+        Ok(_) => http_get(ops, "/readyz").await.0,
+        Err(_) => 0,
+    }
+}
+
+/// A client publishing `user.created` to the env's events exchange as auth-service does.
+pub async fn publisher(env: &ServiceEnv, shutdown: &CancellationToken) -> Client {
+    let client = Client::start(
+        ClientConfig::new(BrokerConfig::new(env.amqp_url().to_owned(), "notification-binary-tests"))
+            .events_exchange(env.events_exchange().to_owned()),
+        shutdown.clone(),
+    );
+    assert!(client.wait_connected(DEADLINE).await, "the test client did not connect");
+    client
+}
+
+/// Publishes `event` with `event_id` as its AMQP `message_id`.
+pub async fn emit(client: &Client, event: &UserCreated, event_id: &str) {
+    let options = EmitOptions { message_id: Some(event_id.to_owned()), ..EmitOptions::default() };
+    client.emit_with(event, options).await.expect("the event is published");
+}
