@@ -3,10 +3,10 @@
 //!
 //! `cargo bench -p user-service --bench nest_vs_ours` starts, each as an OS process of its own,
 //! on the machine's RabbitMQ and Postgres (the test kit's `TEST_AMQP_URL`/`TEST_DATABASE_URL`):
-//! - **ours**: the real `user-service` binary, default settings (prefetch 32, pool 16);
+//! - **ours**: the real `user-service` binary, default settings (prefetch 128, pool 16);
 //! - **nest**: `tests/nest/nest-user-service.js` (`@MessagePattern({cmd:"get_user"})`, a `pg`
 //!   Pool, `Transport.RMQ` with NestJS's defaults), on the same database;
-//! - **lapin echo**: a lapin consumer (prefetch 32, manual ack) answering every request at once
+//! - **lapin echo**: a lapin consumer (the same prefetch, manual ack) answering every request at once
 //!   with a body the size of get_user's reply, then acking: this binary re-run as
 //!   `BENCH_ROLE=lapin-echo`;
 //! - **amqplib echo**: the same echo in Node.js on amqplib (`tests/nest/amqplib-echo.js`).
@@ -26,7 +26,8 @@
 //! binary, e.g. `RUST_LOG=warn,TOKIO_WORKER_THREADS=1`); `BENCH_BASELINE_BIN` names another
 //! user-service binary, run as the target `baseline` (a copy of an earlier build, to measure
 //! a change in the same run); the target `variant` is our binary again with the variables of
-//! `BENCH_VARIANT_ENV` (to measure a setting in the same run).
+//! `BENCH_VARIANT_ENV` (to measure a setting in the same run); `BENCH_ECHO_PREFETCH` (128) is
+//! the echo servers' prefetch.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
 use std::{
@@ -49,8 +50,13 @@ use shared::topology;
 use tests::{BrokerProbe, ServiceEnv, TestDb, process::OsProcess, unique};
 use tokio::{process::Command, sync::oneshot};
 
-/// The echo servers' prefetch, the same as user-service's default.
-const PREFETCH: u16 = 32;
+/// The echo servers' prefetch, the same as user-service's default (`BENCH_ECHO_PREFETCH`
+/// changes it, to compare with our binary run at another `PREFETCH`).
+const PREFETCH: u16 = 128;
+
+fn echo_prefetch() -> u16 {
+    std::env::var("BENCH_ECHO_PREFETCH").map_or(PREFETCH, |value| value.parse().expect("BENCH_ECHO_PREFETCH: a number"))
+}
 /// How many users the table holds.
 const USERS: usize = 1000;
 /// Not measured at the start of each slice (connections warm, queues drained).
@@ -250,7 +256,7 @@ impl Target {
 
     async fn amqplib_echo(amqp: &str, queue: &str, reply: &[u8]) -> Target {
         let mut command = node("amqplib-echo.js", amqp, queue, None).await;
-        command.env("REPLY_BODY", String::from_utf8_lossy(reply).as_ref()).env("PREFETCH", PREFETCH.to_string());
+        command.env("REPLY_BODY", String::from_utf8_lossy(reply).as_ref()).env("PREFETCH", echo_prefetch().to_string());
         Target::spawn("amqplib echo", command)
     }
 
@@ -316,7 +322,7 @@ async fn lapin_echo() {
     let reply: Arc<[u8]> = var("REPLY_BODY").into_bytes().into();
     let connection = connect(&amqp, "bench-lapin-echo").await;
     let channel = connection.create_channel().await.unwrap();
-    channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.unwrap();
+    channel.basic_qos(echo_prefetch(), BasicQosOptions::default()).await.unwrap();
     let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
     channel.queue_declare(queue.as_str().into(), durable, FieldTable::default()).await.unwrap();
     let mut consumer = channel
