@@ -3,46 +3,30 @@
 //! `user.created` is published before the process exits (the relay's last flush), and the
 //! exit code is 0, within `SHUTDOWN_GRACE_MS`.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tests::{
-    BrokerProbe, DEADLINE, ServiceEnv, eventually,
-    process::{OsProcess, ScratchDir, free_port, log_tail},
-};
+use tests::{BrokerProbe, DEADLINE, ServiceEnv, eventually, process::log_tail};
 
-use crate::test_app::{JWT_SECRET, PASSWORD};
+use crate::test_app::PASSWORD;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_the_signup_in_flight_publishes_its_event_then_exits_0() {
     let env = ServiceEnv::new().await;
-    let dir = ScratchDir::new("auth-in-flight");
-    let log = dir.path().join("auth-service.log");
-    let (http, ops) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_auth-service"));
-    command.env_clear().stdin(Stdio::null());
-    for var in ["AMQP_URL", "DATABASE_URL", "USER_QUEUE", "EVENTS_EXCHANGE"] {
-        command.env(var, env.lookup(var).unwrap());
-    }
-    command
-        .env("JWT_SECRET", JWT_SECRET)
-        .env("HTTP_ADDR", &http)
-        .env("OPS_ADDR", &ops)
-        .env("ARGON2_M_COST", "1024")
-        .env("ARGON2_T_COST", "1")
-        .env("SHUTDOWN_GRACE_MS", "10000")
-        .env("DATABASE_TIMEOUT_MS", "15000")
-        // No periodic poll during the test: the event leaves on the commit's notification or
-        // the flush at shutdown.
-        .env("OUTBOX_POLL_MS", "600000");
-    let process = OsProcess::spawn("auth-service", command, &log).unwrap();
-    let client = reqwest::Client::new();
-    eventually(DEADLINE, || async {
-        let response = client.get(format!("http://{ops}/readyz")).send().await.map_err(|e| e.to_string())?;
-        if response.status() == StatusCode::OK { Ok(()) } else { Err(response.status().to_string()) }
-    })
+    let crate::binary::Binary { process, http, log, dir: _dir } = crate::binary::start(
+        &env,
+        "auth-in-flight",
+        &[
+            ("SHUTDOWN_GRACE_MS", "10000"),
+            ("DATABASE_TIMEOUT_MS", "15000"),
+            // No periodic poll during the test: the event leaves on the commit's notification or
+            // the flush at shutdown.
+            ("OUTBOX_POLL_MS", "600000"),
+        ],
+    )
     .await;
+    let client = reqwest::Client::new();
     let probe = BrokerProbe::connect(env.amqp_url()).await;
     let tap = tests::unique("in_flight_tap");
     probe.declare_queue(&tap).await;

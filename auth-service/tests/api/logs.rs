@@ -1,42 +1,15 @@
 //! Untrusted strings are escaped in the human-readable log: a client cannot forge a log line.
 
-use std::process::Stdio;
-
 use reqwest::StatusCode;
 use serde_json::json;
-use tests::{
-    DEADLINE, ServiceEnv,
-    process::{OsProcess, ScratchDir, free_port},
-};
-
-use crate::test_app::JWT_SECRET;
+use tests::{DEADLINE, ServiceEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_with_a_newline_is_escaped_in_the_pretty_log() {
     let env = ServiceEnv::new().await;
-    let dir = ScratchDir::new("auth-logs");
-    let log = dir.path().join("auth-service.log");
-    let (http, ops) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_auth-service"));
-    command.env_clear().stdin(Stdio::null());
-    for var in ["AMQP_URL", "DATABASE_URL", "USER_QUEUE", "EVENTS_EXCHANGE"] {
-        command.env(var, env.lookup(var).unwrap());
-    }
-    command
-        .env("JWT_SECRET", JWT_SECRET)
-        .env("HTTP_ADDR", &http)
-        .env("OPS_ADDR", &ops)
-        .env("LOG_FORMAT", "pretty")
-        .env("ARGON2_M_COST", "1024")
-        .env("ARGON2_T_COST", "1")
-        .env("LOGIN_FAILURES_PER_ACCOUNT", "1");
-    let process = OsProcess::spawn("auth-service", command, &log).unwrap();
+    let crate::binary::Binary { process, http, log, dir: _dir } =
+        crate::binary::start(&env, "auth-logs", &[("LOG_FORMAT", "pretty"), ("LOGIN_FAILURES_PER_ACCOUNT", "1")]).await;
     let client = reqwest::Client::new();
-    tests::eventually(DEADLINE, || async {
-        let response = client.get(format!("http://{ops}/readyz")).send().await.map_err(|e| e.to_string())?;
-        if response.status() == StatusCode::OK { Ok(()) } else { Err(response.status().to_string()) }
-    })
-    .await;
 
     let forged = "mallory\u{7}@example.com\n2026-01-01T00:00:00Z  INFO forged: login succeeded";
     let body = json!({"email": forged, "password": "wrong password"});

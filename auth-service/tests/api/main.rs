@@ -2,6 +2,7 @@
 //! exchange names (a `tests::ServiceEnv`) and an in-process app on 127.0.0.1:0 per test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod binary;
 mod test_app;
 mod user_service_stub;
 

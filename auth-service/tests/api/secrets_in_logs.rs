@@ -4,14 +4,9 @@
 //! password, unknown email), token-bearing requests (good, tampered, and one whose RPC fails
 //! and is logged as a 5xx with its cause chain), and the `user.created` event of the signup.
 
-use std::process::Stdio;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tests::{
-    BrokerProbe, DEADLINE, ServiceEnv,
-    process::{OsProcess, ScratchDir, free_port},
-};
+use tests::{BrokerProbe, DEADLINE, ServiceEnv};
 
 use crate::test_app::JWT_SECRET;
 
@@ -28,33 +23,20 @@ async fn answer(response: reqwest::Response) -> Answer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_hashes_and_tokens_never_appear_in_logs_events_or_error_bodies() {
     let env = ServiceEnv::new().await;
-    let dir = ScratchDir::new("auth-secrets");
-    let log = dir.path().join("auth-service.log");
-    let (http, ops) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_auth-service"));
-    command.env_clear().stdin(Stdio::null());
-    for var in ["AMQP_URL", "DATABASE_URL", "USER_QUEUE", "EVENTS_EXCHANGE"] {
-        command.env(var, env.lookup(var).unwrap());
-    }
-    command
-        .env("JWT_SECRET", JWT_SECRET)
-        .env("HTTP_ADDR", &http)
-        .env("OPS_ADDR", &ops)
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "trace")
-        .env("ARGON2_M_COST", "1024")
-        .env("ARGON2_T_COST", "1")
-        .env("RATE_LIMIT_PER_SECOND", "1000")
-        .env("RATE_LIMIT_BURST", "1000")
-        .env("RPC_TIMEOUT_MS", "1000")
-        .env("OUTBOX_POLL_MS", "200");
-    let process = OsProcess::spawn("auth-service", command, &log).unwrap();
-    let client = reqwest::Client::new();
-    tests::eventually(DEADLINE, || async {
-        let response = client.get(format!("http://{ops}/readyz")).send().await.map_err(|e| e.to_string())?;
-        if response.status() == StatusCode::OK { Ok(()) } else { Err(response.status().to_string()) }
-    })
+    let crate::binary::Binary { process, http, log, dir: _dir } = crate::binary::start(
+        &env,
+        "auth-secrets",
+        &[
+            ("LOG_FORMAT", "json"),
+            ("RUST_LOG", "trace"),
+            ("RATE_LIMIT_PER_SECOND", "1000"),
+            ("RATE_LIMIT_BURST", "1000"),
+            ("RPC_TIMEOUT_MS", "1000"),
+            ("OUTBOX_POLL_MS", "200"),
+        ],
+    )
     .await;
+    let client = reqwest::Client::new();
 
     // A queue of the test's own on the events exchange (declared by the service at start),
     // bound before the first signup: it receives the user.created the service publishes.
