@@ -60,7 +60,7 @@ pub struct RunningBinary {
 }
 
 /// Starts `program` with nothing in its environment but the variables `from_env` names (taken
-/// from `env`), `extra`, and `addr_var` (`OPS_ADDR`, `HTTP_ADDR`) set to a free port; returns it
+/// from `env`), `extra` on top of them, and `addr_var` (`OPS_ADDR`, `HTTP_ADDR`) set to a free port; returns it
 /// once `/readyz` on that port answers 200 (its database and broker reached).
 pub async fn start_ready(
     program: &str,
@@ -73,10 +73,11 @@ pub async fn start_ready(
     let dir = ScratchDir::new("binary");
     let addr = format!("127.0.0.1:{}", free_port());
     let mut command = Command::new(program);
-    command.env_clear().env(addr_var, &addr).envs(extra.iter().copied()).stdin(Stdio::null());
+    command.env_clear().env(addr_var, &addr).stdin(Stdio::null());
     for var in from_env {
         command.env(var, env.lookup(var).unwrap_or_else(|| panic!("{var} is not set")));
     }
+    command.envs(extra.iter().copied());
     let log = dir.path().join(format!("{name}.log"));
     let process =
         OsProcess::spawn(&name, command, &log).unwrap_or_else(|error| panic!("{name} did not start: {error}"));
@@ -86,6 +87,14 @@ pub async fn start_ready(
     })
     .await;
     RunningBinary { process, addr, _dir: dir }
+}
+
+impl RunningBinary {
+    /// The process, the address its `/readyz` answered on, and the directory holding its log
+    /// (removed when dropped: keep it while the log is read).
+    pub fn into_parts(self) -> (OsProcess, String, ScratchDir) {
+        (self.process, self.addr, self._dir)
+    }
 }
 
 /// Sends SIG`signal` (`TERM`, `INT`) and asserts that the binary exits 0 within [`DEADLINE`]

@@ -16,7 +16,6 @@ async fn sigterm_answers_the_signup_in_flight_publishes_its_event_then_exits_0()
     let env = ServiceEnv::new().await;
     let crate::binary::Binary { process, http, log, dir: _dir } = crate::binary::start(
         &env,
-        "auth-in-flight",
         &[
             ("SHUTDOWN_GRACE_MS", "10000"),
             ("DATABASE_TIMEOUT_MS", "15000"),

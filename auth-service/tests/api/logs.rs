@@ -8,7 +8,7 @@ use tests::{DEADLINE, ServiceEnv};
 async fn an_email_with_a_newline_is_escaped_in_the_pretty_log() {
     let env = ServiceEnv::new().await;
     let crate::binary::Binary { process, http, log, dir: _dir } =
-        crate::binary::start(&env, "auth-logs", &[("LOG_FORMAT", "pretty"), ("LOGIN_FAILURES_PER_ACCOUNT", "1")]).await;
+        crate::binary::start(&env, &[("LOG_FORMAT", "pretty"), ("LOGIN_FAILURES_PER_ACCOUNT", "1")]).await;
     let client = reqwest::Client::new();
 
     let forged = "mallory\u{7}@example.com\n2026-01-01T00:00:00Z  INFO forged: login succeeded";

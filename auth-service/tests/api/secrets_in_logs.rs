@@ -25,7 +25,6 @@ async fn passwords_hashes_and_tokens_never_appear_in_logs_events_or_error_bodies
     let env = ServiceEnv::new().await;
     let crate::binary::Binary { process, http, log, dir: _dir } = crate::binary::start(
         &env,
-        "auth-secrets",
         &[
             ("LOG_FORMAT", "json"),
             ("RUST_LOG", "trace"),

@@ -2,19 +2,19 @@
 //! signals with work in flight, separate processes, its log lines), with its log file, its ops
 //! port and what its `/metrics` says.
 
-use std::{path::PathBuf, process::Stdio};
+use std::path::PathBuf;
 
 use shared::{BrokerConfig, CancellationToken, Client, ClientConfig, EmitOptions, contracts::UserCreated};
 use tests::{
     DEADLINE, ServiceEnv,
-    process::{OsProcess, ScratchDir, free_port},
+    process::{OsProcess, ScratchDir},
 };
 
 use crate::support::http_get;
 
 /// The variables a binary takes from the test's env (the rest keep their defaults or come from
 /// the test).
-const FROM_ENV: [&str; 8] = [
+pub const FROM_ENV: [&str; 8] = [
     "AMQP_URL",
     "DATABASE_URL",
     "NOTIFICATION_QUEUE",
@@ -37,25 +37,14 @@ impl Binary {
     /// Starts the binary with the env's names, database and retry policy, mailing to
     /// `smtp_url`, plus `extra`; returns once it is ready (database, queue consumed, SMTP).
     pub async fn start(env: &ServiceEnv, smtp_url: &str, extra: &[(&str, &str)]) -> Binary {
-        let dir = ScratchDir::new("notification-binary");
-        let log = dir.path().join("notification-service.log");
-        let ops: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_notification-service"));
-        command.env_clear().stdin(Stdio::null());
-        for var in FROM_ENV {
-            command.env(var, env.lookup(var).unwrap_or_else(|| panic!("{var} is not set")));
-        }
-        command.env("OPS_ADDR", ops.to_string()).env("SMTP_URL", smtp_url).envs(extra.iter().copied());
-        let process = OsProcess::spawn("notification-service", command, &log).unwrap();
-        let binary = Binary { process, ops, log, _dir: dir };
-        tests::eventually(DEADLINE, || async {
-            match readyz(ops).await {
-                200 => Ok(()),
-                other => Err(format!("{other:?}\n{}", binary.process.log_tail())),
-            }
-        })
-        .await;
-        binary
+        let program = env!("CARGO_BIN_EXE_notification-service");
+        let mut settings = vec![("SMTP_URL", smtp_url)];
+        settings.extend_from_slice(extra);
+        let (process, ops, dir) =
+            tests::cli::start_ready(program, env, &FROM_ENV, &settings, "OPS_ADDR").await.into_parts();
+        let ops = ops.parse().unwrap();
+        let log = process.log().to_owned();
+        Binary { process, ops, log, _dir: dir }
     }
 
     /// `transport_messages_total` of this process for `queue`, kind `event`, pattern
@@ -80,14 +69,6 @@ impl Binary {
     /// Its log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// The status of `GET /readyz`, or 0 when the port does not answer.
-async fn readyz(ops: std::net::SocketAddr) -> u16 {
-    match tokio::net::TcpStream::connect(ops).await {
-        Ok(_) => http_get(ops, "/readyz").await.0,
-        Err(_) => 0,
     }
 }
 

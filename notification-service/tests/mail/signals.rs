@@ -3,25 +3,13 @@
 
 use tests::{ServiceEnv, smtp::SmtpSink};
 
-/// The variables the binary needs from the test's env (the rest keep their defaults).
-const VARS: [&str; 8] = [
-    "AMQP_URL",
-    "DATABASE_URL",
-    "NOTIFICATION_QUEUE",
-    "EVENTS_EXCHANGE",
-    "RETRY_MAX_ATTEMPTS",
-    "RETRY_INITIAL_DELAY_MS",
-    "RETRY_MULTIPLIER",
-    "RETRY_MAX_DELAY_MS",
-];
-
 async fn stops_cleanly_on(signal: &str) {
     let env = ServiceEnv::new().await;
     let smtp = SmtpSink::start().await;
     let smtp_url = smtp.url();
     let extra = [("SMTP_URL", smtp_url.as_str())];
     let program = env!("CARGO_BIN_EXE_notification-service");
-    let binary = tests::cli::start_ready(program, &env, &VARS, &extra, "OPS_ADDR").await;
+    let binary = tests::cli::start_ready(program, &env, &crate::binary::FROM_ENV, &extra, "OPS_ADDR").await;
     tests::cli::assert_stops_cleanly_on(binary, signal).await;
     env.finish().await;
 }

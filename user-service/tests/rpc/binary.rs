@@ -2,16 +2,16 @@
 //! shutdown with a request in flight, its log lines): started with the test's names, database
 //! and retry policy, its log in a file of its own.
 
-use std::{path::PathBuf, process::Stdio};
+use std::path::PathBuf;
 
 use tests::{
-    DEADLINE, ServiceEnv,
-    process::{OsProcess, ScratchDir, free_port},
+    ServiceEnv,
+    process::{OsProcess, ScratchDir},
 };
 
 /// The variables the binary takes from the test's env (the rest keep their defaults or come
 /// from the test).
-const FROM_ENV: [&str; 9] = [
+pub const FROM_ENV: [&str; 9] = [
     "AMQP_URL",
     "DATABASE_URL",
     "USER_QUEUE",
@@ -34,26 +34,11 @@ impl Binary {
     /// Starts the binary in `env` with `extra` on top; returns once it is ready (database
     /// reached, queues consumed).
     pub async fn start(env: &ServiceEnv, extra: &[(&str, &str)]) -> Binary {
-        let dir = ScratchDir::new("user-binary");
-        let log = dir.path().join("user-service.log");
-        let ops = format!("127.0.0.1:{}", free_port());
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_user-service"));
-        command.env_clear().stdin(Stdio::null());
-        for var in FROM_ENV {
-            command.env(var, env.lookup(var).unwrap_or_else(|| panic!("{var} is not set")));
-        }
-        command.env("OPS_ADDR", &ops).envs(extra.iter().copied());
-        let process = OsProcess::spawn("user-service", command, &log).unwrap();
-        let binary = Binary { process, log, _dir: dir };
-        let readyz = format!("http://{ops}/readyz");
-        tests::eventually(DEADLINE, || async {
-            match reqwest::get(&readyz).await.map(|response| response.status().as_u16()) {
-                Ok(200) => Ok(()),
-                other => Err(format!("{other:?}\n{}", binary.process.log_tail())),
-            }
-        })
-        .await;
-        binary
+        let program = env!("CARGO_BIN_EXE_user-service");
+        let (process, _ops, dir) =
+            tests::cli::start_ready(program, env, &FROM_ENV, extra, "OPS_ADDR").await.into_parts();
+        let log = process.log().to_owned();
+        Binary { process, log, _dir: dir }
     }
 
     /// Its log so far.

@@ -7,23 +7,12 @@ use std::time::Duration;
 use serde_json::json;
 use tests::ServiceEnv;
 
-/// The variables the binary needs from the test's env (the rest keep their defaults).
-const VARS: [&str; 9] = [
-    "AMQP_URL",
-    "DATABASE_URL",
-    "USER_QUEUE",
-    "USER_EVENTS_QUEUE",
-    "EVENTS_EXCHANGE",
-    "RETRY_MAX_ATTEMPTS",
-    "RETRY_INITIAL_DELAY_MS",
-    "RETRY_MULTIPLIER",
-    "RETRY_MAX_DELAY_MS",
-];
-
 async fn stops_cleanly_on(signal: &str) {
     let env = ServiceEnv::new().await;
     let extra = [("SHUTDOWN_GRACE_MS", "5000")];
-    let binary = tests::cli::start_ready(env!("CARGO_BIN_EXE_user-service"), &env, &VARS, &extra, "OPS_ADDR").await;
+    let binary =
+        tests::cli::start_ready(env!("CARGO_BIN_EXE_user-service"), &env, &crate::binary::FROM_ENV, &extra, "OPS_ADDR")
+            .await;
     let queue = env.user_queue().to_owned();
     let probe = tests::BrokerProbe::connect(env.amqp_url()).await;
     tests::cli::assert_stops_cleanly_on(binary, signal).await;
