@@ -20,7 +20,7 @@ use crate::{
     config::{Config, SERVICE},
     db::{self, DatabaseError},
     get_user::get_user,
-    lookups::{Reader, UserLookups},
+    lookups::{LOOKUPS_METRIC, QUERIES_METRIC, Reader, UserLookups},
     projection::{PROJECTED_METRIC, on_user_created},
     state::AppState,
     users::Users,
@@ -56,6 +56,8 @@ impl App {
     /// connection is made (and remade) in the background, and `/readyz` tells when it is up.
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, StartupError> {
         metrics::describe_counter!(PROJECTED_METRIC, "user.created events handled, by outcome (applied, stale)");
+        metrics::describe_counter!(LOOKUPS_METRIC, "get_user lookups answered by the coalescing reader");
+        metrics::describe_counter!(QUERIES_METRIC, "queries the coalescing reader ran (lookups / queries: mean batch)");
         let pool = db::pool(&config.database)?;
         db::migrate(&pool, &shutdown).await?;
         let users = Users::new(pool.clone(), config.database.database_timeout);
