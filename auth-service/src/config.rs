@@ -217,6 +217,10 @@ impl ServiceConfig for Config {
         &self.log
     }
 
+    fn ops(&self) -> &OpsSettings {
+        &self.ops
+    }
+
     /// The token key rule, checked before the service starts (exit code 2 like any other
     /// configuration error).
     fn validate(&self) -> Result<(), ConfigError> {

@@ -109,6 +109,10 @@ impl ServiceConfig for Config {
         &self.log
     }
 
+    fn ops(&self) -> &OpsSettings {
+        &self.ops
+    }
+
     /// The check across settings: a claim lease shorter than two SMTP command timeouts would
     /// leave a send less time than one slow command (see [`Config::send_deadline`]).
     fn validate(&self) -> Result<(), ConfigError> {
@@ -162,6 +166,7 @@ mod tests {
         assert_eq!(config.notification_queue, "notification_queue");
         assert_eq!(config.ops.ops_addr.to_string(), "0.0.0.0:9090");
         assert_eq!(config.ops.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.ops.worker_threads, 0);
         assert_eq!(config.consumer.prefetch.get(), 16);
         assert_eq!(
             config.retry.policy(),

@@ -415,6 +415,9 @@ pub struct OpsSettings {
     /// How long in-flight work may finish after SIGTERM/SIGINT, in ms
     #[arg(long = "shutdown-grace-ms", env = "SHUTDOWN_GRACE_MS", value_name = "MS", default_value = "10000", value_parser = millis)]
     pub shutdown_grace: Duration,
+    /// Threads running the service's tasks (the broker connection has one more of its own); 0: one per CPU
+    #[arg(long = "worker-threads", env = "WORKER_THREADS", value_name = "N", default_value = "0")]
+    pub worker_threads: usize,
 }
 
 /// How a consumer takes messages off its queues, and what it refuses.

@@ -9,14 +9,20 @@ use clap::{Args, FromArgMatches};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{self, ConfigError, Invocation, LogSettings, ServiceSpec},
+    config::{self, ConfigError, Invocation, LogSettings, OpsSettings, ServiceSpec},
     ops, shutdown, telemetry,
 };
+
+/// Metric: the runtime's worker threads (`WORKER_THREADS`, or one per CPU).
+pub const WORKERS_METRIC: &str = "runtime_worker_threads";
 
 /// A service's configuration, as `main` needs to see it.
 pub trait ServiceConfig: Args + FromArgMatches {
     /// The logging settings, applied before the service is built.
     fn log(&self) -> &LogSettings;
+
+    /// The operations settings; `WORKER_THREADS` sizes the runtime the service runs on.
+    fn ops(&self) -> &OpsSettings;
 
     /// Checks that need several settings at once (e.g. a secret required outside development).
     /// Runs before the service is built; an error exits like any configuration error.
@@ -44,7 +50,7 @@ where
     {
         return error.exit();
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime(&invocation) {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -64,6 +70,10 @@ where
             let telemetry = telemetry::init(config.log().log_format, &config.log().log_filter, spec.name);
             deprecations.iter().for_each(config::Deprecation::warn);
             let code = runtime.block_on(async {
+                // Installed now, so that the gauge below is kept.
+                let _recorder = ops::metrics();
+                metrics::describe_gauge!(WORKERS_METRIC, "Threads running the service's tasks (WORKER_THREADS)");
+                metrics::gauge!(WORKERS_METRIC).set(tokio::runtime::Handle::current().metrics().num_workers() as f64);
                 match shutdown::run_until_signal(|stop| run(config, stop)).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(error) => {
@@ -77,6 +87,22 @@ where
             code
         }
     }
+}
+
+/// The runtime a run of the service uses: `WORKER_THREADS` workers, or tokio's default (one
+/// per CPU, or `TOKIO_WORKER_THREADS`) when it is 0. A health check needs one thread.
+fn runtime<C: ServiceConfig>(invocation: &Invocation<C>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match invocation {
+        Invocation::Healthcheck(_) => tokio::runtime::Builder::new_current_thread(),
+        Invocation::Run { config, .. } => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = std::num::NonZeroUsize::new(config.ops().worker_threads) {
+                builder.worker_threads(threads.get());
+            }
+            builder
+        }
+    };
+    builder.enable_all().build()
 }
 
 /// An error with its `source` chain, `: `-separated.

@@ -3,10 +3,11 @@
 //!
 //! `cargo bench -p user-service --bench nest_vs_ours` starts, each as an OS process of its own,
 //! on the machine's RabbitMQ and Postgres (the test kit's `TEST_AMQP_URL`/`TEST_DATABASE_URL`):
-//! - **ours**: the real `user-service` binary, default settings (prefetch 128, pool 16);
+//! - **ours**: the real `user-service` binary, default settings (prefetch 128, pool 16, one
+//!   worker thread);
 //! - **nest**: `tests/nest/nest-user-service.js` (`@MessagePattern({cmd:"get_user"})`, a `pg`
 //!   Pool, `Transport.RMQ` with NestJS's defaults), on the same database;
-//! - **lapin echo**: a lapin consumer (the same prefetch, manual ack) answering every request at once
+//! - **lapin echo**: a lapin consumer (the same prefetch and worker threads, manual ack) answering every request at once
 //!   with a body the size of get_user's reply, then acking: this binary re-run as
 //!   `BENCH_ROLE=lapin-echo`;
 //! - **amqplib echo**: the same echo in Node.js on amqplib (`tests/nest/amqplib-echo.js`).
@@ -27,7 +28,7 @@
 //! user-service binary, run as the target `baseline` (a copy of an earlier build, to measure
 //! a change in the same run); the target `variant` is our binary again with the variables of
 //! `BENCH_VARIANT_ENV` (to measure a setting in the same run); `BENCH_ECHO_PREFETCH` (128) is
-//! the echo servers' prefetch.
+//! the echo servers' prefetch, `BENCH_ECHO_WORKERS` (1) the lapin echo's tokio workers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
 use std::{
@@ -57,6 +58,12 @@ const PREFETCH: u16 = 128;
 fn echo_prefetch() -> u16 {
     std::env::var("BENCH_ECHO_PREFETCH").map_or(PREFETCH, |value| value.parse().expect("BENCH_ECHO_PREFETCH: a number"))
 }
+/// The lapin echo's tokio workers, the same as user-service's default `WORKER_THREADS`
+/// (`BENCH_ECHO_WORKERS` changes it; 0: one per CPU).
+fn echo_workers() -> usize {
+    std::env::var("BENCH_ECHO_WORKERS").map_or(1, |value| value.parse().expect("BENCH_ECHO_WORKERS: a number"))
+}
+
 /// How many users the table holds.
 const USERS: usize = 1000;
 /// Not measured at the start of each slice (connections warm, queues drained).
@@ -267,6 +274,12 @@ impl Target {
             .env("AMQP_URL", amqp)
             .env("QUEUE", queue)
             .env("REPLY_BODY", String::from_utf8_lossy(reply).as_ref());
+        // The same runtime size as user-service's default WORKER_THREADS; 0 is tokio's
+        // default (one worker per CPU).
+        match echo_workers() {
+            0 => command.env_remove("TOKIO_WORKER_THREADS"),
+            workers => command.env("TOKIO_WORKER_THREADS", workers.to_string()),
+        };
         Target::spawn("lapin echo", command)
     }
 

@@ -22,6 +22,12 @@ pub const SERVICE: ServiceSpec = ServiceSpec {
         // 32, with which half the requests waited in the queue (BENCH.md). Still a bound: 128
         // handlers per queue, at most 128 x MAX_MESSAGE_BYTES (32 MiB) of bodies held.
         ("PREFETCH", "128"),
+        // A call costs this process ~35 us of CPU, and lapin reads and writes the socket on a
+        // thread of its own: with one worker, handlers of one burst run back to back (bigger
+        // lookup batches, no wake-ups of an idle second worker), which on 2 CPUs took +18 %
+        // req/s at concurrency 64 and +8 % at 16 over one worker per CPU (BENCH.md). Raise it
+        // when a profile shows this process CPU-bound on one core.
+        ("WORKER_THREADS", "1"),
     ],
     renamed: &[("DATABASE_POOL_SIZE", "DATABASE_MAX_CONNECTIONS")],
     healthcheck_var: "OPS_ADDR",
@@ -70,6 +76,10 @@ impl shared::startup::ServiceConfig for Config {
     fn log(&self) -> &LogSettings {
         &self.log
     }
+
+    fn ops(&self) -> &OpsSettings {
+        &self.ops
+    }
 }
 
 #[cfg(test)]
@@ -102,6 +112,7 @@ mod tests {
         assert_eq!(config.user_queue, "user_queue");
         assert_eq!(config.user_events_queue, "user_events_queue");
         assert_eq!(config.consumer.prefetch.get(), 128);
+        assert_eq!(config.ops.worker_threads, 1);
         assert_eq!(config.retry.policy(), RetryPolicy::default());
         assert_eq!(config.log.log_format, LogFormat::Pretty);
         assert_eq!(config.log.log_filter, "info");

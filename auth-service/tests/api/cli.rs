@@ -19,7 +19,7 @@ async fn help_lists_every_setting_with_its_variable_its_default_and_a_meaning() 
     let help = text(&output.stdout);
     // Every setting the Config declares (the README's table is checked against the same list).
     let settings = shared::config::settings::<auth_service::Config>(&auth_service::SERVICE);
-    assert_eq!(settings.len(), 36, "{settings:?}");
+    assert_eq!(settings.len(), 37, "{settings:?}");
     let jwt_secret = settings.iter().find(|setting| setting.var == "JWT_SECRET");
     assert_eq!(jwt_secret.map(|setting| setting.default.as_deref()), Some(None), "the key has no default");
     tests::cli::assert_help_lists(

@@ -27,6 +27,8 @@ pub const FROM_ENV: [&str; 9] = [
 pub struct Binary {
     pub process: OsProcess,
     pub log: PathBuf,
+    /// Where its ops port (`/metrics`) answers.
+    pub ops: String,
     _dir: ScratchDir,
 }
 
@@ -35,10 +37,10 @@ impl Binary {
     /// reached, queues consumed).
     pub async fn start(env: &ServiceEnv, extra: &[(&str, &str)]) -> Binary {
         let program = env!("CARGO_BIN_EXE_user-service");
-        let (process, _ops, dir) =
+        let (process, ops, dir) =
             tests::cli::start_ready(program, env, &FROM_ENV, extra, "OPS_ADDR").await.into_parts();
         let log = process.log().to_owned();
-        Binary { process, log, _dir: dir }
+        Binary { process, log, ops, _dir: dir }
     }
 
     /// Its log so far.

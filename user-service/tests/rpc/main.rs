@@ -16,3 +16,4 @@ mod projection;
 mod shutdown;
 mod signals;
 mod support;
+mod worker_threads;
