@@ -18,7 +18,8 @@
 //! concurrency the targets take turns in slices (the order rotated every round), so that
 //! whatever else the machine does hits them alike. Per target it prints req/s, p50, p99, the
 //! CPU time per request of the service process, of RabbitMQ and of Postgres (all from
-//! `/proc/<pid>/stat`), and at the end each service's peak RSS.
+//! `/proc/<pid>/stat`), and at the end each service's peak RSS and, for our binary, how many
+//! lookups one Postgres query answered on average at each concurrency (from its `/metrics`).
 //!
 //! Environment: `BENCH_CONCURRENCY` (`1,16,64`), `BENCH_ROUNDS` (3 slices per target and
 //! concurrency), `BENCH_SLICE_SECONDS` (2), `BENCH_WARMUP_SECONDS` (3 per target at
@@ -128,8 +129,13 @@ async fn main() {
     );
     println!("| ---: | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut summary = Vec::new();
+    let mut batches = Vec::new();
     for &concurrency in &settings.concurrency {
         let mut totals: Vec<Totals> = targets.iter().map(|_| Totals::default()).collect();
+        let mut before = Vec::new();
+        for (target, _) in &targets {
+            before.push(target.lookups_and_queries().await);
+        }
         for round in 0..settings.rounds {
             for turn in 0..targets.len() {
                 let index = (turn + round) % targets.len();
@@ -157,8 +163,22 @@ async fn main() {
             }
             summary.push((concurrency, target.name.clone(), result));
         }
+        for ((target, _), before) in targets.iter().zip(before) {
+            if let (Some((lookups, queries)), Some((lookups_after, queries_after))) =
+                (before, target.lookups_and_queries().await)
+            {
+                let batch = (lookups_after - lookups) / (queries_after - queries).max(1.0);
+                batches.push(format!("{} at c={concurrency}: {batch:.1}", target.name));
+            }
+        }
     }
     print_ratios(&summary);
+    if !batches.is_empty() {
+        println!(
+            "\nget_user lookups per Postgres query (user_lookups_total / user_lookup_queries_total): {}",
+            batches.join(", ")
+        );
+    }
     println!();
     for (target, _) in &targets {
         println!("peak RSS of {}: {:.1} MiB", target.name, peak_rss_kib(target.pid) as f64 / 1024.0);
@@ -229,6 +249,8 @@ struct Target {
     name: String,
     pid: u32,
     process: OsProcess,
+    /// Our binary's ops port, where `/metrics` counts its lookups and queries.
+    ops: Option<String>,
     _log_dir: tests::process::ScratchDir,
 }
 
@@ -238,7 +260,7 @@ impl Target {
         let log = log_dir.path().join(format!("{}.log", name.replace(' ', "_")));
         command.stdin(Stdio::piped());
         let process = OsProcess::spawn(name, command, &log).unwrap_or_else(|error| panic!("{name}: {error}"));
-        Target { name: name.to_owned(), pid: process.pid(), process, _log_dir: log_dir }
+        Target { name: name.to_owned(), pid: process.pid(), process, ops: None, _log_dir: log_dir }
     }
 
     /// The real binary (built for this bench by cargo) with the service's defaults.
@@ -248,13 +270,24 @@ impl Target {
         for var in ["AMQP_URL", "DATABASE_URL", "USER_EVENTS_QUEUE", "EVENTS_EXCHANGE"] {
             command.env(var, env.lookup(var).unwrap());
         }
-        command.env("USER_QUEUE", queue).env("OPS_ADDR", "127.0.0.1:0");
+        let ops = format!("127.0.0.1:{}", tests::process::free_port());
+        command.env("USER_QUEUE", queue).env("OPS_ADDR", &ops);
         let extra = if name == "variant" { "BENCH_VARIANT_ENV" } else { "BENCH_OURS_ENV" };
         for pair in std::env::var(extra).unwrap_or_default().split(',').filter(|pair| !pair.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or_else(|| panic!("{extra}: NAME=value,…"));
             command.env(name, value);
         }
-        Target::spawn(name, command)
+        Target { ops: Some(ops), ..Target::spawn(name, command) }
+    }
+
+    /// Our binary's `user_lookups_total` and `user_lookup_queries_total` now (`None` for the
+    /// other targets, or a build without them).
+    async fn lookups_and_queries(&self) -> Option<(f64, f64)> {
+        let metrics = reqwest::get(format!("http://{}/metrics", self.ops.as_ref()?)).await.ok()?.text().await.ok()?;
+        let value = |name: &str| {
+            metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        };
+        Some((value("user_lookups_total")?, value("user_lookup_queries_total")?))
     }
 
     async fn nest(env: &ServiceEnv, queue: &str) -> Target {
