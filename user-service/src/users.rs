@@ -149,9 +149,23 @@ impl UsersReader {
                     Some(connection) => connection,
                     None => held.insert(users.pool.acquire().await?),
                 };
-                sqlx::query_as!(UserRow, "SELECT id, email, name, created_at FROM users WHERE id = ANY($1)", ids)
-                    .fetch_all(&mut **connection)
-                    .await
+                // A lone id (every call when the service is not busy) takes the plain equality
+                // form: Postgres binds no array and plans an ordinary index lookup.
+                match ids {
+                    [id] => sqlx::query_as!(UserRow, "SELECT id, email, name, created_at FROM users WHERE id = $1", id)
+                        .fetch_optional(&mut **connection)
+                        .await
+                        .map(|row| row.into_iter().collect()),
+                    _ => {
+                        sqlx::query_as!(
+                            UserRow,
+                            "SELECT id, email, name, created_at FROM users WHERE id = ANY($1)",
+                            ids
+                        )
+                        .fetch_all(&mut **connection)
+                        .await
+                    }
+                }
             })
             .await;
         if found.is_err()
