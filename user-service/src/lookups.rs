@@ -3,7 +3,7 @@
 //! Each lookup costs Postgres a round trip (and the pool a health ping when the connection
 //! returns), and under load those round trips, not RabbitMQ, bound the service's throughput
 //! (BENCH.md). So lookups go through a queue served by one reader task, which takes every
-//! lookup waiting at that moment and answers them all with one `WHERE id = ANY($1)` query,
+//! lookup waiting at that moment and answers them all with one query (an index probe per id),
 //! on a connection it keeps between queries ([`crate::users::UsersReader`]).
 //! Nothing waits to fill a batch: an idle reader takes a lone lookup at once; batches form
 //! only while a query is running, i.e. exactly when the database is the bottleneck, and they

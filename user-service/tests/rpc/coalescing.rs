@@ -165,3 +165,33 @@ async fn lookups_arriving_while_a_query_runs_are_answered_by_one_more_query() {
     assert!((2..=3).contains(&queries), "{queries} statements for {} lookups", WAITING + 1);
     app.finish().await;
 }
+
+/// The reader's two query forms on real rows: a batch answers each id it holds once, however
+/// often it was asked, and leaves out the ids it does not hold; a lone id the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answers_every_known_id_with_its_row_and_leaves_out_unknown_ones() {
+    let app = TestApp::spawn().await;
+    let (first, second) = (new_user("First"), new_user("Second"));
+    app.seed(&first).await;
+    app.seed(&second).await;
+    let users = user_service::users::Users::new(app.pool.clone(), std::time::Duration::from_secs(5));
+    let mut reader = users.reader();
+    let unknown = uuid::Uuid::new_v4();
+
+    let mut found = reader.find_many(&[first.id, unknown, first.id, second.id]).await.unwrap();
+    found.sort_by_key(|user| user.name.clone());
+    found.dedup_by_key(|user| user.id);
+    let found: Vec<_> = found.iter().map(|user| (user.id, user.email.as_str(), user.name.as_str())).collect();
+    assert_eq!(
+        found,
+        [(first.id, first.email.as_str(), "First"), (second.id, second.email.as_str(), "Second")],
+        "each known id with its own row, the unknown one left out"
+    );
+    let found = reader.find_many(&[second.id]).await.unwrap();
+    assert_eq!(found.iter().map(|user| user.id).collect::<Vec<_>>(), [second.id]);
+    assert!(reader.find_many(&[unknown]).await.unwrap().is_empty());
+    assert!(reader.find_many(&[unknown, uuid::Uuid::new_v4()]).await.unwrap().is_empty());
+    // The reader holds a pooled connection, which closing the pool waits for.
+    drop(reader);
+    app.finish().await;
+}
