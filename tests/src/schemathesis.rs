@@ -5,8 +5,9 @@
 //! An exclusive lock on `target/test-kit/schemathesis.lock` is held across the check and the
 //! install (as [`crate::nest`] does for `npm ci`), so parallel test processes never install
 //! twice or run a half-installed package. A stamp inside the directory records the version it
-//! holds; the install is skipped while it matches, and a failed or interrupted install is
-//! started over from an empty directory.
+//! holds and the path it was made at (a virtualenv's scripts name their interpreter by absolute
+//! path, so one moved with its `target/` no longer runs); the install is skipped while both
+//! match, and a failed or interrupted install is started over from an empty directory.
 
 use std::{
     fs::{self, File},
@@ -84,7 +85,8 @@ pub fn provision(cache: &Path) -> Result<PathBuf, ProvisionError> {
     let venv = cache.join(format!("schemathesis-{VERSION}"));
     let executable = venv.join("bin").join("schemathesis");
     let stamp = venv.join(STAMP_FILE);
-    if fs::read_to_string(&stamp).is_ok_and(|installed| installed.trim() == VERSION) && executable.exists() {
+    let made = stamp_text(&venv);
+    if fs::read_to_string(&stamp).is_ok_and(|installed| installed == made) && executable.exists() {
         return Ok(executable);
     }
     if venv.exists() {
@@ -108,10 +110,15 @@ pub fn provision(cache: &Path) -> Result<PathBuf, ProvisionError> {
     if !installed.status.success() {
         return Err(ProvisionError::PipFailed { status: installed.status, output: output_text(&installed) });
     }
-    fs::write(&stamp, format!("{VERSION}\n")).map_err(file_error("write", &stamp))?;
+    fs::write(&stamp, made).map_err(file_error("write", &stamp))?;
     // The lock is released when `lock` is closed, here.
     drop(lock);
     Ok(executable)
+}
+
+/// What the stamp of a virtualenv at `venv` holds: the version, then where it was made.
+fn stamp_text(venv: &Path) -> String {
+    format!("{VERSION}\n{}\n", venv.display())
 }
 
 fn run(command: &mut Command) -> io::Result<Output> {
