@@ -52,10 +52,14 @@ pub fn assert_help_lists(help: &str, about: &str, settings: impl IntoIterator<It
 }
 
 /// A service binary running as an OS process whose `/readyz` answered 200.
+///
+/// Its log is a file in a scratch directory the value owns (removed when it drops); the
+/// process may be moved out (e.g. to `wait_exit`) while the rest is kept.
 pub struct RunningBinary {
-    process: OsProcess,
+    /// The process (its log file: [`OsProcess::log`]).
+    pub process: OsProcess,
     /// The address its `/readyz` answered on (the variable [`start_ready`] was given).
-    addr: String,
+    pub addr: String,
     _dir: ScratchDir,
 }
 
@@ -90,6 +94,11 @@ pub async fn start_ready(
 }
 
 impl RunningBinary {
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.process.log()).unwrap_or_default()
+    }
+
     /// The process, the address its `/readyz` answered on, and the directory holding its log
     /// (removed when dropped: keep it while the log is read).
     pub fn into_parts(self) -> (OsProcess, String, ScratchDir) {

@@ -2,13 +2,8 @@
 //! signals with work in flight, separate processes, its log lines), with its log file, its ops
 //! port and what its `/metrics` says.
 
-use std::path::PathBuf;
-
 use shared::{BrokerConfig, CancellationToken, Client, ClientConfig, EmitOptions, contracts::UserCreated};
-use tests::{
-    DEADLINE, ServiceEnv,
-    process::{OsProcess, ScratchDir},
-};
+use tests::{DEADLINE, ServiceEnv, cli::RunningBinary};
 
 use crate::support::http_get;
 
@@ -25,51 +20,32 @@ pub const FROM_ENV: [&str; 8] = [
     "RETRY_MAX_DELAY_MS",
 ];
 
-/// One running notification-service process whose `/readyz` answered 200.
-pub struct Binary {
-    pub process: OsProcess,
-    pub ops: std::net::SocketAddr,
-    pub log: PathBuf,
-    _dir: ScratchDir,
+/// Starts the built binary with the env's names, database and retry policy, mailing to
+/// `smtp_url`, plus `extra`; returns once it is ready (database, queue consumed, SMTP).
+pub async fn start(env: &ServiceEnv, smtp_url: &str, extra: &[(&str, &str)]) -> RunningBinary {
+    let program = env!("CARGO_BIN_EXE_notification-service");
+    let mut settings = vec![("SMTP_URL", smtp_url)];
+    settings.extend_from_slice(extra);
+    tests::cli::start_ready(program, env, &FROM_ENV, &settings, "OPS_ADDR").await
 }
 
-impl Binary {
-    /// Starts the binary with the env's names, database and retry policy, mailing to
-    /// `smtp_url`, plus `extra`; returns once it is ready (database, queue consumed, SMTP).
-    pub async fn start(env: &ServiceEnv, smtp_url: &str, extra: &[(&str, &str)]) -> Binary {
-        let program = env!("CARGO_BIN_EXE_notification-service");
-        let mut settings = vec![("SMTP_URL", smtp_url)];
-        settings.extend_from_slice(extra);
-        let (process, ops, dir) =
-            tests::cli::start_ready(program, env, &FROM_ENV, &settings, "OPS_ADDR").await.into_parts();
-        let ops = ops.parse().unwrap();
-        let log = process.log().to_owned();
-        Binary { process, ops, log, _dir: dir }
-    }
-
-    /// `transport_messages_total` of this process for `queue`, kind `event`, pattern
-    /// `user.created` and `outcome`, from its `/metrics`.
-    pub async fn handled(&self, queue: &str, outcome: &str) -> u64 {
-        let (status, body) = http_get(self.ops, "/metrics").await;
-        assert_eq!(status, 200, "{body}");
-        let labels = [
-            format!("queue=\"{queue}\""),
-            "kind=\"event\"".to_owned(),
-            "pattern=\"user.created\"".to_owned(),
-            format!("outcome=\"{outcome}\""),
-        ];
-        body.lines()
-            .filter(|line| line.starts_with("transport_messages_total{"))
-            .filter(|line| labels.iter().all(|label| line.contains(label.as_str())))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .map(|value| value as u64)
-            .sum()
-    }
-
-    /// Its log so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+/// `transport_messages_total` of `binary` for `queue`, kind `event`, pattern `user.created`
+/// and `outcome`, from its `/metrics`.
+pub async fn handled(binary: &RunningBinary, queue: &str, outcome: &str) -> u64 {
+    let (status, body) = http_get(binary.addr.parse().unwrap(), "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    let labels = [
+        format!("queue=\"{queue}\""),
+        "kind=\"event\"".to_owned(),
+        "pattern=\"user.created\"".to_owned(),
+        format!("outcome=\"{outcome}\""),
+    ];
+    body.lines()
+        .filter(|line| line.starts_with("transport_messages_total{"))
+        .filter(|line| labels.iter().all(|label| line.contains(label.as_str())))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|value| value as u64)
+        .sum()
 }
 
 /// A client publishing `user.created` to the env's events exchange as auth-service does.

@@ -9,7 +9,7 @@ use shared::CancellationToken;
 use tests::{BrokerProbe, DEADLINE, ServiceEnv, smtp::SmtpSink};
 
 use crate::{
-    binary::{self, Binary},
+    binary,
     support::{event_id, user},
 };
 
@@ -22,7 +22,7 @@ async fn sigterm_lets_the_mail_in_flight_finish_then_exits_0_with_one_mail_and_t
     let env = ServiceEnv::new().await;
     let mut sink = SmtpSink::start().await;
     sink.set_accept_delay(HELD_REPLY);
-    let binary = Binary::start(&env, &sink.url(), &[("SHUTDOWN_GRACE_MS", "10000")]).await;
+    let binary = binary::start(&env, &sink.url(), &[("SHUTDOWN_GRACE_MS", "10000")]).await;
     let shutdown = CancellationToken::new();
     let client = binary::publisher(&env, &shutdown).await;
 
@@ -33,7 +33,7 @@ async fn sigterm_lets_the_mail_in_flight_finish_then_exits_0_with_one_mail_and_t
     sink.wait_for_mails(1, DEADLINE).await;
     let signalled = Instant::now();
     binary.process.signal("TERM").await.unwrap();
-    let log = binary.log.clone();
+    let log = binary.process.log().to_owned();
     let status = binary.process.wait_exit(DEADLINE).await;
     let status = status.unwrap_or_else(|| panic!("no exit within {DEADLINE:?}:\n{}", tests::process::log_tail(&log)));
     let took = signalled.elapsed();

@@ -11,29 +11,13 @@ use tests::{
     smtp::{SmtpMode, SmtpSink},
 };
 
-use crate::{
-    binary::Binary,
-    support::{event_id, user},
-};
-
-/// The JSON log lines logged inside the `message` span of the message whose `message_id` is
-/// `id`: (the line, that span's fields).
-fn message_lines(log: &str, id: &str) -> Vec<(Value, Value)> {
-    log.lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter_map(|line| {
-            let spans = line["spans"].as_array()?;
-            let span = spans.iter().find(|span| span["name"] == "message" && span["message_id"] == id)?.clone();
-            Some((line, span))
-        })
-        .collect()
-}
+use crate::support::{event_id, user};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_attempt_at_an_event_logs_in_a_span_with_its_queue_pattern_ids_and_attempt() {
     let env = ServiceEnv::new().await.set("RETRY_MAX_ATTEMPTS", "2");
     let mut sink = SmtpSink::start().await;
-    let binary = Binary::start(&env, &sink.url(), &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")]).await;
+    let binary = crate::binary::start(&env, &sink.url(), &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")]).await;
     sink.set_mode(SmtpMode::TempFail).await;
 
     let id = event_id();
@@ -57,7 +41,7 @@ async fn each_attempt_at_an_event_logs_in_a_span_with_its_queue_pattern_ids_and_
     let parked = probe.wait_for_message(&dlq, DEADLINE).await;
     assert_eq!(parked.message_id.as_deref(), Some(id.as_str()));
     let lines = tests::eventually(DEADLINE, || async {
-        let lines = message_lines(&binary.log_text(), &id);
+        let lines = tests::logs::lines_in_span(&binary.log_text(), "message", "message_id", &id);
         let attempts: Vec<&Value> = lines.iter().map(|(_, span)| &span["attempt"]).collect();
         if attempts.contains(&&json!(1)) && attempts.contains(&&json!(2)) { Ok(lines) } else { Err(binary.log_text()) }
     })

@@ -9,7 +9,7 @@ use shared::CancellationToken;
 use tests::{DEADLINE, ServiceEnv, smtp::SmtpSink};
 
 use crate::{
-    binary::{self, Binary},
+    binary,
     support::{event_id, user},
 };
 
@@ -30,7 +30,7 @@ async fn two_processes_competing_for_each_event_published_twice_mail_each_user_o
     let sink = SmtpSink::start().await;
     let extra = [("PREFETCH", "4"), ("SHUTDOWN_GRACE_MS", "5000")];
     let smtp_url = sink.url();
-    let (first, second) = tokio::join!(Binary::start(&env, &smtp_url, &extra), Binary::start(&env, &smtp_url, &extra));
+    let (first, second) = tokio::join!(binary::start(&env, &smtp_url, &extra), binary::start(&env, &smtp_url, &extra));
     let shutdown = CancellationToken::new();
     let client = binary::publisher(&env, &shutdown).await;
 
@@ -47,7 +47,7 @@ async fn two_processes_competing_for_each_event_published_twice_mail_each_user_o
     // duplicate would be among the mails counted below.
     let queue = env.notification_queue().to_owned();
     let settled = tests::eventually(DEADLINE, || async {
-        let counts = [first.handled(&queue, "ok").await, second.handled(&queue, "ok").await];
+        let counts = [binary::handled(&first, &queue, "ok").await, binary::handled(&second, &queue, "ok").await];
         if counts.iter().sum::<u64>() >= 2 * USERS as u64 { Ok(counts) } else { Err(counts) }
     })
     .await;

@@ -7,9 +7,7 @@ async fn stops_cleanly_on(signal: &str) {
     let env = ServiceEnv::new().await;
     let smtp = SmtpSink::start().await;
     let smtp_url = smtp.url();
-    let extra = [("SMTP_URL", smtp_url.as_str())];
-    let program = env!("CARGO_BIN_EXE_notification-service");
-    let binary = tests::cli::start_ready(program, &env, &crate::binary::FROM_ENV, &extra, "OPS_ADDR").await;
+    let binary = crate::binary::start(&env, &smtp_url, &[]).await;
     tests::cli::assert_stops_cleanly_on(binary, signal).await;
     env.finish().await;
 }

@@ -7,7 +7,7 @@ use lapin::{Connection, ConnectionProperties, options::QueueDeclareOptions, type
 use shared::{BrokerConfig, CancellationToken, Client, ClientConfig, SendOptions, contracts::GetUser};
 use tests::{DEADLINE, ServiceEnv, eventually};
 
-use crate::{binary::Binary, support::new_user};
+use crate::{binary, support::new_user};
 
 /// The consumers on `queue` (a passive declare).
 async fn consumers(connection: &Connection, queue: &str) -> u32 {
@@ -23,7 +23,7 @@ async fn sigterm_stops_consuming_answers_the_request_in_flight_then_exits_0() {
     let env = ServiceEnv::new().await;
     // A patient database bound, so the request outlasts the signal; the grace period is the
     // default, stated.
-    let binary = Binary::start(&env, &[("DATABASE_TIMEOUT_MS", "15000"), ("SHUTDOWN_GRACE_MS", "10000")]).await;
+    let binary = binary::start(&env, &[("DATABASE_TIMEOUT_MS", "15000"), ("SHUTDOWN_GRACE_MS", "10000")]).await;
     let pool = env.db().pool().await;
     let user = new_user("Ada");
     sqlx::query("INSERT INTO users (id, email, name, created_at) VALUES ($1, $2, $3, $4)")
@@ -78,7 +78,7 @@ async fn sigterm_stops_consuming_answers_the_request_in_flight_then_exits_0() {
 
     let answer = tokio::time::timeout(DEADLINE, in_flight).await.expect("an answer within the deadline").unwrap();
     assert_eq!(answer.unwrap_or_else(|error| panic!("{error}:\n{}", binary.process.log_tail())), user);
-    let log = binary.log.clone();
+    let log = binary.process.log().to_owned();
     let status = binary.process.wait_exit(Duration::from_secs(10)).await;
     let status =
         status.unwrap_or_else(|| panic!("no exit within the grace period:\n{}", tests::process::log_tail(&log)));

@@ -8,29 +8,14 @@ use lapin::{
     BasicProperties,
     types::{AMQPValue, FieldTable},
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use tests::{BrokerProbe, DEADLINE, ServiceEnv};
 use uuid::Uuid;
-
-use crate::binary::Binary;
-
-/// The JSON log lines logged inside the `message` span whose `correlation_id` is `id`: (the
-/// line, that span's fields).
-fn message_lines(log: &str, id: &str) -> Vec<(Value, Value)> {
-    log.lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter_map(|line| {
-            let spans = line["spans"].as_array()?;
-            let span = spans.iter().find(|span| span["name"] == "message" && span["correlation_id"] == id)?.clone();
-            Some((line, span))
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_is_logged_in_a_span_with_its_queue_pattern_ids_trace_and_attempt() {
     let env = ServiceEnv::new().await;
-    let binary = Binary::start(&env, &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")]).await;
+    let binary = crate::binary::start(&env, &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")]).await;
     let probe = BrokerProbe::connect(env.amqp_url()).await;
     let replies = tests::unique("span_replies");
     probe.declare_queue(&replies).await;
@@ -53,7 +38,7 @@ async fn a_request_is_logged_in_a_span_with_its_queue_pattern_ids_trace_and_atte
     assert_eq!(reply.correlation_id.as_deref(), Some(correlation_id.as_str()));
     assert_eq!(reply.json()["err"]["status"], 404, "{:?}", reply.json());
     let lines = tests::eventually(DEADLINE, || async {
-        let lines = message_lines(&binary.log_text(), &correlation_id);
+        let lines = tests::logs::lines_in_span(&binary.log_text(), "message", "correlation_id", &correlation_id);
         if lines.is_empty() { Err(binary.log_text()) } else { Ok(lines) }
     })
     .await;

@@ -10,9 +10,7 @@ use tests::ServiceEnv;
 async fn stops_cleanly_on(signal: &str) {
     let env = ServiceEnv::new().await;
     let extra = [("SHUTDOWN_GRACE_MS", "5000")];
-    let binary =
-        tests::cli::start_ready(env!("CARGO_BIN_EXE_user-service"), &env, &crate::binary::FROM_ENV, &extra, "OPS_ADDR")
-            .await;
+    let binary = crate::binary::start(&env, &extra).await;
     let queue = env.user_queue().to_owned();
     let probe = tests::BrokerProbe::connect(env.amqp_url()).await;
     tests::cli::assert_stops_cleanly_on(binary, signal).await;
